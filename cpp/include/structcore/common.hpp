@@ -1,0 +1,80 @@
+// structcore/common.hpp — shared building blocks of the C++ core.
+//
+// * Error policy: a violated precondition that the caller could have checked throws
+//   std::invalid_argument (pybind11 maps it to ValueError); allocation failure throws
+//   std::bad_alloc (MemoryError). Nothing aborts.
+// * Threading: every kernel takes `int threads`; <= 0 means "all OpenMP threads".
+//   Exceptions thrown inside an OpenMP region are captured and rethrown after it
+//   (an exception escaping a parallel region would terminate the process).
+// * SIMD: kernels compiled for wider instruction sets live in *_avx2.cpp / *_avx512.cpp
+//   files; simd_level() tells, once per process, which one this CPU may run.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+namespace structcore {
+
+/// Number of threads a kernel should use: `requested` if > 0, else the OpenMP default
+/// (omp_get_max_threads()); always 1 when built without OpenMP.
+int resolve_threads(int requested) noexcept;
+
+/// True when the library was built with OpenMP.
+bool has_openmp() noexcept;
+
+/// Instruction-set levels that kernels may be dispatched to, narrowest first.
+enum class SimdLevel : int { Scalar = 0, AVX2 = 1, AVX512 = 2 };
+
+/// Widest level this CPU supports, lowered by the environment variable
+/// STRUCTCORE_SIMD=scalar|avx2|avx512 (never raised above what the CPU has).
+/// Detected once per process; thread-safe.
+SimdLevel simd_level() noexcept;
+
+/// "scalar", "avx2" or "avx512".
+const char* simd_level_name(SimdLevel level) noexcept;
+
+/// True when this CPU has AVX-512 BF16 (vdpbf16ps) as well as AVX-512F/BW/VL.
+bool cpu_has_avx512_bf16() noexcept;
+
+/// One-line description of the build: version, compiler, build type, OpenMP, SIMD level.
+std::string build_info();
+
+/// Collects the first exception thrown by any OpenMP thread so that it can be rethrown on
+/// the calling thread after the parallel region (as faiss does). Usage:
+///   OmpExceptionCapture cap;
+///   #pragma omp parallel for
+///   for (...) cap.run([&] { ... });
+///   cap.rethrow();
+class OmpExceptionCapture {
+public:
+  template <class F>
+  void run(F&& f) noexcept {
+    if (failed_) return;  // skip remaining work once something failed
+    try {
+      f();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+      failed_ = true;
+    }
+  }
+  void rethrow() {
+    if (error_) std::rethrow_exception(error_);
+  }
+
+private:
+  std::mutex mutex_;
+  std::exception_ptr error_;
+  volatile bool failed_ = false;
+};
+
+/// Throws std::invalid_argument(message) when `condition` is false.
+inline void require(bool condition, const char* message) {
+  if (!condition) throw std::invalid_argument(message);
+}
+
+}  // namespace structcore

@@ -1,0 +1,11 @@
+"""Placeholder for the anomaly_map kernel (reference); its owner replaces this module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+
+def anomaly_map(*args: Any, **kwargs: Any) -> Any:
+    """Not implemented yet."""
+    raise NotImplementedError("reference.anomaly_map is not implemented yet")
