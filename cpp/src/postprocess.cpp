@@ -385,7 +385,8 @@ void anomaly_map(const float* patch_scores, std::int64_t n_maps, std::int64_t h,
     {
       std::vector<float> T;
       cap.run([&] { T.resize(static_cast<std::size_t>(tmp_size)); });
-#pragma omp for schedule(static)
+    // Dynamic: on a shared machine one thread may be descheduled; the others take its maps.
+#pragma omp for schedule(dynamic, 1)
       for (std::int64_t b = 0; b < n_maps; ++b) {
         cap.run([&] {
           plan.pass1(patch_scores + b * in_size, T.data(), 0, plan.tmp_rows());
