@@ -45,6 +45,15 @@ def race(fns: dict[str, Callable[[], object]], repeats: int, number: int) -> dic
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
+def cpu_pressure() -> float | None:
+    """Linux PSI 'some avg10' (% of time runnable tasks waited for a CPU), if available."""
+    try:
+        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return float(first.split()[1].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def torch_scipy(scores: np.ndarray, size: int, sigma: float) -> np.ndarray:
     import torch
     from scipy import ndimage
@@ -66,6 +75,7 @@ def main() -> None:
 
     build_info = structcore.build_info()  # before torch changes the OpenMP default
     load_before = os.getloadavg()
+    pressure_before = cpu_pressure()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     rng = np.random.default_rng(0)
@@ -164,7 +174,17 @@ def main() -> None:
     }
     print("\nratios:", json.dumps({k: round(v, 2) for k, v in ratios.items()}))
     load_after = os.getloadavg()
-    print(f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    pressure_after = cpu_pressure()
+    print(
+        f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f} on "
+        f"{os.cpu_count()} CPUs; CPU pressure (PSI some avg10, %): {pressure_before} / "
+        f"{pressure_after}"
+    )
+    if pressure_after is not None and pressure_after > 50:
+        print(
+            "warning: the CPUs are oversubscribed; thread scaling measured now says little "
+            "(and libgomp's spin-waiting makes it worse: try OMP_WAIT_POLICY=passive)"
+        )
     print("build_info:", build_info)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
@@ -176,6 +196,7 @@ def main() -> None:
                 "cpu_count": os.cpu_count(),
                 "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_"))},
                 "loadavg_before_after": [load_before[0], load_after[0]],
+                "cpu_pressure_some_avg10_before_after": [pressure_before, pressure_after],
                 "machine": platform.platform(),
                 "processor": platform.processor(),
                 "opencv": cv2.__version__,

@@ -218,6 +218,17 @@ def test_large_outputs_reuse_blocks_safely() -> None:
     np.testing.assert_array_equal(c, kernels.anomaly_map(b_in, 224, threads=1))
 
 
+def test_streamed_large_batch_equals_small_batches() -> None:
+    # >= 32 MiB of output is written with non-temporal stores: same values, bit for bit.
+    scores = np.random.default_rng(11).random((170, 28, 28), dtype=np.float32)
+    big = kernels.anomaly_map(scores, 224, threads=2)
+    assert big.nbytes >= 32 * 2**20
+    for start in range(0, 170, 34):
+        np.testing.assert_array_equal(
+            big[start : start + 34], kernels.anomaly_map(scores[start : start + 34], 224)
+        )
+
+
 def test_two_dimensional_input_gives_two_dimensional_map() -> None:
     scores = np.random.default_rng(5).random((28, 28), dtype=np.float32)
     out = kernels.anomaly_map(scores, 224)
@@ -375,6 +386,9 @@ for shape, size, sigma in [((2, 28, 28), (224, 224), 4.0), ((1, 7, 40), (33, 301
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=0)
     np.testing.assert_array_equal(kernels.anomaly_map(s, size, sigma=sigma, threads=2),
                                   kernels.anomaly_map(s, size, sigma=sigma, threads=1))
+big = rng.random((170, 28, 28), dtype=np.float32)  # >= 32 MiB: non-temporal stores
+np.testing.assert_array_equal(kernels.anomaly_map(big, 224)[-5:],
+                              kernels.anomaly_map(big[-5:], 224))
 print("ok")
 """
 

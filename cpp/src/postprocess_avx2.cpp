@@ -5,6 +5,8 @@
 #if defined(STRUCTCORE_X86)
 #include <immintrin.h>
 
+#include <cstdint>
+
 namespace structcore {
 namespace postprocess_detail {
 namespace {
@@ -16,7 +18,7 @@ inline __m256i tail_mask(std::int64_t n) {  // n in [1, 8): lanes < n set
 
 template <int NB>
 inline void vblock(float* out, const float* src, std::int64_t stride, std::int64_t c,
-                   const std::int32_t* idx, const float* wts, std::int64_t nnz) {
+                   const std::int32_t* idx, const float* wts, std::int64_t nnz, bool stream) {
   __m256 acc[NB];
   {
     const float* s = src + static_cast<std::int64_t>(idx[0]) * stride + c;
@@ -28,22 +30,26 @@ inline void vblock(float* out, const float* src, std::int64_t stride, std::int64
     const __m256 w = _mm256_set1_ps(wts[k]);
     for (int b = 0; b < NB; ++b) acc[b] = _mm256_fmadd_ps(w, _mm256_loadu_ps(s + 8 * b), acc[b]);
   }
-  for (int b = 0; b < NB; ++b) _mm256_storeu_ps(out + c + 8 * b, acc[b]);
+  if (stream && (reinterpret_cast<std::uintptr_t>(out + c) & 31) == 0) {
+    for (int b = 0; b < NB; ++b) _mm256_stream_ps(out + c + 8 * b, acc[b]);
+  } else {
+    for (int b = 0; b < NB; ++b) _mm256_storeu_ps(out + c + 8 * b, acc[b]);
+  }
 }
 
 }  // namespace
 
 void vrow_avx2(float* out, const float* src, std::int64_t stride, std::int64_t cols,
-               const std::int32_t* idx, const float* wts, std::int64_t nnz) {
+               const std::int32_t* idx, const float* wts, std::int64_t nnz, bool stream) {
   if (nnz == 0) {
     for (std::int64_t c = 0; c < cols; ++c) out[c] = 0.0f;
     return;
   }
   std::int64_t c = 0;
-  for (; c + 64 <= cols; c += 64) vblock<8>(out, src, stride, c, idx, wts, nnz);
-  if (c + 32 <= cols) { vblock<4>(out, src, stride, c, idx, wts, nnz); c += 32; }
-  if (c + 16 <= cols) { vblock<2>(out, src, stride, c, idx, wts, nnz); c += 16; }
-  if (c + 8 <= cols) { vblock<1>(out, src, stride, c, idx, wts, nnz); c += 8; }
+  for (; c + 64 <= cols; c += 64) vblock<8>(out, src, stride, c, idx, wts, nnz, stream);
+  if (c + 32 <= cols) { vblock<4>(out, src, stride, c, idx, wts, nnz, stream); c += 32; }
+  if (c + 16 <= cols) { vblock<2>(out, src, stride, c, idx, wts, nnz, stream); c += 16; }
+  if (c + 8 <= cols) { vblock<1>(out, src, stride, c, idx, wts, nnz, stream); c += 8; }
   if (c < cols) {
     const __m256i m = tail_mask(cols - c);
     const float* s = src + static_cast<std::int64_t>(idx[0]) * stride + c;

@@ -13,8 +13,10 @@ namespace postprocess_detail {
 /// summed in k order starting from wts[0] * src[idx[0] * stride + c] (SIMD levels fuse each
 /// step with FMA). nnz == 0 writes zeros.
 /// out: cols floats; src: rows read are idx[k] * stride + [0, cols); idx, wts: nnz entries.
+/// stream: write 64-byte-aligned full vectors with non-temporal stores (outputs much larger
+/// than the cache; the caller issues a store fence, see store_fence()). Values are the same.
 using VRowFn = void (*)(float* out, const float* src, std::int64_t stride, std::int64_t cols,
-                        const std::int32_t* idx, const float* wts, std::int64_t nnz);
+                        const std::int32_t* idx, const float* wts, std::int64_t nnz, bool stream);
 
 /// One output row of a "horizontal" pass (a row vector times a matrix stored in column
 /// chunks of `lanes` output columns; lanes = 8 for the scalar and AVX2 code, 16 for AVX-512):
@@ -27,19 +29,22 @@ using HRowFn = void (*)(float* out, std::int64_t cols, const float* src, const s
                         const std::int32_t* nj, const std::int64_t* off, const float* blk);
 
 void vrow_scalar(float*, const float*, std::int64_t, std::int64_t, const std::int32_t*,
-                 const float*, std::int64_t);
+                 const float*, std::int64_t, bool);
 void hrow_scalar(float*, std::int64_t, const float*, const std::int32_t*, const std::int32_t*,
                  const std::int64_t*, const float*);
 #if defined(STRUCTCORE_X86)
 void vrow_avx2(float*, const float*, std::int64_t, std::int64_t, const std::int32_t*,
-               const float*, std::int64_t);
+               const float*, std::int64_t, bool);
 void hrow_avx2(float*, std::int64_t, const float*, const std::int32_t*, const std::int32_t*,
                const std::int64_t*, const float*);
 void vrow_avx512(float*, const float*, std::int64_t, std::int64_t, const std::int32_t*,
-                 const float*, std::int64_t);
+                 const float*, std::int64_t, bool);
 void hrow_avx512(float*, std::int64_t, const float*, const std::int32_t*, const std::int32_t*,
                  const std::int64_t*, const float*);
 #endif
+
+/// Orders earlier non-temporal stores of this thread before later stores (sfence on x86).
+void store_fence();
 
 }  // namespace postprocess_detail
 }  // namespace structcore
