@@ -316,6 +316,17 @@ def test_core_rejects_unconverted():
         _core.knn(q, b[:, :3].copy(), 1)
     with pytest.raises(ValueError, match="level"):
         _core.knn(q, b, 1, 0, "sse9")
+    # the kernel itself checks finiteness (the public wrapper relies on it)
+    bad = b.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="bank must be finite"):
+        _core.knn(q, bad, 1)
+    with pytest.raises(ValueError, match="bank must be finite"):
+        _core.knn_f16(q, bad.astype(np.float16).view(np.uint16), 1)
+    with pytest.raises(ValueError, match="queries must be finite"):
+        _core.knn(np.full((2, 4), np.inf, np.float32), b, 1)
+    with pytest.raises(ValueError, match="bank must be finite"):
+        knn(np.zeros((0, 4), np.float32), bad)  # even with no queries
 
 
 # ---------------------------------------------------------------------------------------

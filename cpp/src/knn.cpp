@@ -246,8 +246,7 @@ void knn_driver(const float* queries, std::int64_t nq, const BankT* bank, std::i
   require(dim >= 1, "knn: dim must be >= 1");
   require(k >= 1 && k <= nb, "knn: k must be in [1, n_bank]");
   require(bank != nullptr, "knn: bank is null");
-  if (nq == 0) return;
-  require(queries != nullptr && distances != nullptr && indices != nullptr,
+  require(nq == 0 || (queries != nullptr && distances != nullptr && indices != nullptr),
           "knn: null queries or output pointer");
 
   const Kernels K = select_kernels(level);
@@ -259,8 +258,14 @@ void knn_driver(const float* queries, std::int64_t nq, const BankT* bank, std::i
   const std::int64_t KC = kKC;
 
   // One power-of-two scale for both arrays: max |value| -> [0.5, 1).
-  std::uint32_t mbits = std::max(max_abs_bank(K, bank, nb * dim, T),
-                                 max_abs_bank(K, queries, nq * dim, T));
+  // The max-|value| pass doubles as the finiteness check (NaN/Inf bit patterns compare above
+  // every finite magnitude), so the Python layer does not scan the bank a second time.
+  const std::uint32_t bank_bits = max_abs_bank(K, bank, nb * dim, T);
+  const std::uint32_t query_bits = max_abs_bank(K, queries, nq * dim, T);
+  require(query_bits < 0x7f800000u, "queries must be finite; found NaN or Inf value(s)");
+  require(bank_bits < 0x7f800000u, "bank must be finite; found NaN or Inf value(s)");
+  if (nq == 0) return;
+  std::uint32_t mbits = std::max(bank_bits, query_bits);
   float maxv;
   std::memcpy(&maxv, &mbits, sizeof maxv);
   double scale = 1.0;

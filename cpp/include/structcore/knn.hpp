@@ -54,9 +54,9 @@ namespace structcore {
 /// distances : out, n_queries * k floats; row i ascending, true (not squared) distances.
 /// indices   : out, n_queries * k int64 bank row indices; ties -> lower index first.
 /// Preconditions (checked, std::invalid_argument otherwise): n_queries >= 0, n_bank >= 1,
-/// dim >= 1, 1 <= k <= n_bank, non-null pointers when sizes are > 0. Finiteness is the
-/// caller's job (structcore.kernels.knn checks it); non-finite input gives unspecified
-/// (but memory-safe) results. Throws std::invalid_argument when a returned distance would
+/// dim >= 1, 1 <= k <= n_bank, non-null pointers when sizes are > 0, all values finite
+/// (checked for free during the max-|value| scaling pass: "queries must be finite" /
+/// "bank must be finite"). Also throws std::invalid_argument when a returned distance would
 /// overflow float32 (|q - b| > FLT_MAX, i.e. values near FLT_MAX).
 void knn(const float* queries, std::int64_t n_queries, const float* bank, std::int64_t n_bank,
          std::int64_t dim, std::int64_t k, float* distances, std::int64_t* indices, int threads,
