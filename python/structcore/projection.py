@@ -79,7 +79,7 @@ def random_projection_matrix(dim: int, projection_dim: int, rng: np.random.Gener
 
 
 def _scale_pow2(x: np.ndarray, target_exp: int, *, copy: bool) -> np.ndarray:
-    """Multiply ``x`` by the power of two that puts max |x| in [2**(target_exp-1), 2**target_exp)."""
+    """Scale ``x`` by a power of two: max |x| in [2**(target_exp - 1), 2**target_exp)."""
     peak = float(np.max(np.abs(x))) if x.size else 0.0
     if peak == 0.0:
         return x.copy() if copy else x
