@@ -11,9 +11,10 @@ threadpoolctl / torch.set_num_threads) unless the row says 2 threads.
 
 Each greedy step is one full pass over all points, so its cost does not depend on the step:
 the NumPy reference and anomalib's ``KCenterGreedy`` (anomalib 2.7) are timed on two short
-runs (n1 < n2 steps) and their time at the target n is extrapolated linearly,
-``t(n) = t(n1) + (n - n1) * (t(n2) - t(n1)) / (n2 - n1)`` (marked "extrapolated"); structcore is
-timed on the full n. Ratios compare medians measured side by side in this one run.
+runs (n1 < n2 steps, medians of --repeats) and their time at the target n is extrapolated
+linearly, ``t(n) = t(n1) + (n - n1) * (t(n2) - t(n1)) / (n2 - n1)``
+(marked "extrapolated"); structcore is timed on the full n. Ratios compare medians measured
+side by side in this one run.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
 def extrapolated(fn: Callable[[int], object], n: int, n1: int, n2: int, repeats: int) -> float:
     t1 = median_time(lambda: fn(n1), repeats)
     t2 = median_time(lambda: fn(n2), repeats)
-    return t1 + (n - n1) * (t2 - t1) / (n2 - n1)
+    per_step = max(t2 - t1, 0.0) / (n2 - n1)
+    return t1 + (n - n1) * per_step
 
 
 def anomalib_runner(features: np.ndarray) -> Callable[[int], object] | None:
@@ -93,7 +95,7 @@ def main() -> None:
 
     n_points, dim = (20_000, 1024) if args.quick else (200_000, 1024)
     fractions = (0.01, 0.10)
-    ref_steps = (5, 15) if not args.quick else (10, 40)
+    ref_steps = (1, 41)
     features = np.random.default_rng(0).standard_normal((n_points, dim), dtype=np.float32)
     print(structcore.build_info())
     print(f"features {n_points} x {dim} float32 (Gaussian), projection_dim=128")
@@ -123,13 +125,13 @@ def main() -> None:
             )
         with blas_threads(1):
             timings["numpy reference"] = (
-                extrapolated(lambda m: reference.coreset(features, m), n, *ref_steps, 1),
+                extrapolated(lambda m: reference.coreset(features, m), n, *ref_steps, args.repeats),
                 f"extrapolated from n={ref_steps[0]},{ref_steps[1]}",
             )
             if anomalib_run is not None:
-                a_steps = (10, 60) if not args.quick else (20, 200)
+                a_steps = (2, 42)
                 timings["anomalib 2.7 KCenterGreedy"] = (
-                    extrapolated(anomalib_run, n, *a_steps, 1),
+                    extrapolated(anomalib_run, n, *a_steps, args.repeats),
                     f"extrapolated from n={a_steps[0]},{a_steps[1]}",
                 )
         ours = timings["structcore (1 thread)"][0]
