@@ -198,6 +198,19 @@ class StructCalibrator:
         )
         return self
 
+    def _restore(
+        self, mu: np.ndarray, sigma: np.ndarray, lambda_: float, decision_threshold: float
+    ) -> StructCalibrator:
+        """Set the fitted state from stored values (used by :mod:`structcore.io`)."""
+        names = self._check_params(int(np.asarray(mu).shape[0]))
+        self.mu_ = np.asarray(mu, dtype=np.float64).copy()
+        self.sigma_ = np.asarray(sigma, dtype=np.float64).copy()
+        self.names_ = tuple(names)
+        self.floored_ = ()
+        self.lambda_ = float(lambda_)
+        self.decision_threshold_ = float(decision_threshold)
+        return self
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "mu_"):
             raise RuntimeError("this StructCalibrator is not fitted yet; call fit(phi, max) first")
