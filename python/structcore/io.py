@@ -136,7 +136,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nd
     if not os.path.isfile(p):
         raise FileNotFoundError(f"detector file not found: {p!r}")
     try:
-        with np.load(p, allow_pickle=False) as npz:
+        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
             contents = {name: npz[name] for name in npz.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
         raise _bad(p, f"cannot read it as an .npz archive ({type(exc).__name__}: {exc})") from exc
