@@ -1,0 +1,187 @@
+"""Benchmark of structcore.kernels.anomaly_map (METHOD.md §2, issue 3 §4).
+
+One run, side by side (round-robin over implementations, median of repeats):
+
+* one 28 x 28 patch grid -> 224 x 224 map, sigma 4, single thread: structcore (operators
+  cached, as in a detector; and cold, a new sigma every call), the NumPy reference,
+  torch interpolate + scipy gaussian_filter (what it reproduces), and OpenCV
+  ``cv2.resize(INTER_LINEAR)`` + ``cv2.GaussianBlur`` with the matching kernel (33 x 33,
+  sigma 4, BORDER_REFLECT = scipy's 'reflect');
+* a batch of 256 grids with 1 and 2 threads (allocation of the 51 MB output included).
+
+Usage: ``python bench/bench_anomaly_map.py [--quick]``; writes bench/results/anomaly_map.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import structcore
+from structcore import kernels, reference
+
+RESULTS = Path(__file__).resolve().parent / "results" / "anomaly_map.json"
+
+
+def race(fns: dict[str, Callable[[], object]], repeats: int, number: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed round-robin (same noise for all)."""
+    for fn in fns.values():  # warm-up (caches, thread pools, lazy imports)
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / number)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def torch_scipy(scores: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    import torch
+    from scipy import ndimage
+
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(scores[:, None]), size=(size, size), mode="bilinear", align_corners=False
+    )[:, 0].numpy()
+    return ndimage.gaussian_filter(up, sigma=(0.0, sigma, sigma), mode="reflect", truncate=4.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    args = parser.parse_args()
+    repeats = 5 if args.quick else 15
+
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(0)
+    h, size, sigma = 28, 224, 4.0
+    ksize = 2 * int(4.0 * sigma + 0.5) + 1  # scipy's truncate=4 radius -> 33 taps
+    grid = rng.random((h, h), dtype=np.float32)
+    batch1 = grid[None]
+
+    def cv2_pipeline() -> np.ndarray:
+        up = cv2.resize(grid, (size, size), interpolation=cv2.INTER_LINEAR)
+        return cv2.GaussianBlur(up, (ksize, ksize), sigma, borderType=cv2.BORDER_REFLECT)
+
+    cold_sigma = [sigma]
+
+    def structcore_cold() -> np.ndarray:  # a new sigma each call: operators rebuilt
+        cold_sigma[0] = np.nextafter(cold_sigma[0], 5.0)
+        return kernels.anomaly_map(grid, size, sigma=cold_sigma[0], threads=1)
+
+    single = {
+        "structcore": lambda: kernels.anomaly_map(grid, size, sigma=sigma, threads=1),
+        "structcore (cold operators)": structcore_cold,
+        "opencv resize+GaussianBlur": cv2_pipeline,
+        "torch interpolate + scipy": lambda: torch_scipy(batch1, size, sigma),
+        "numpy reference": lambda: reference.anomaly_map(grid, size, sigma=sigma),
+    }
+    # Fast ones 100 calls per sample, slow ones 5 (each group raced round-robin).
+    t_single: dict[str, float] = {}
+    t_single.update(race({k: single[k] for k in list(single)[:3]}, repeats, 100))
+    t_single.update(race({k: single[k] for k in list(single)[3:]}, max(3, repeats // 3), 5))
+
+    ours = kernels.anomaly_map(grid, size, sigma=sigma, threads=1)
+    diff_torch = float(np.max(np.abs(ours - torch_scipy(batch1, size, sigma)[0])))
+    diff_cv2 = float(np.max(np.abs(ours - cv2_pipeline())))
+
+    n_batch = 256
+    batch = rng.random((n_batch, h, h), dtype=np.float32)
+    t_batch = race(
+        {
+            f"structcore threads={t}": (
+                lambda t=t: kernels.anomaly_map(batch, size, sigma=sigma, threads=t)
+            )
+            for t in (1, 2)
+        },
+        repeats,
+        1 if args.quick else 2,
+    )
+
+    base = t_single["structcore"]
+    rows = []
+    print(f"anomaly_map {h}x{h} -> {size}x{size}, sigma {sigma}, single thread")
+    print(f"{'implementation':34s} {'median us':>10s} {'maps/s':>10s} {'x structcore':>13s}")
+    for name, t in t_single.items():
+        rows.append(
+            {
+                "case": "single",
+                "shape": [1, h, h],
+                "size": [size, size],
+                "sigma": sigma,
+                "implementation": name,
+                "threads": 1,
+                "median_s": t,
+                "maps_per_s": 1.0 / t,
+                "ratio_to_structcore": t / base,
+            }
+        )
+        print(f"{name:34s} {t * 1e6:10.1f} {1.0 / t:10.0f} {t / base:13.2f}")
+    print(
+        f"max |structcore - torch+scipy| = {diff_torch:.3g}; "
+        f"max |structcore - opencv| = {diff_cv2:.3g} (OpenCV: float resize coefficients "
+        "and its own blur rounding; borders both half-sample symmetric)"
+    )
+    mib = n_batch * size * size * 4 / 2**20
+    print(f"\nbatch of {n_batch} maps (output {mib:.0f} MiB allocated per call)")
+    t1 = t_batch["structcore threads=1"]
+    for name, t in t_batch.items():
+        rows.append(
+            {
+                "case": "batch",
+                "shape": [n_batch, h, h],
+                "size": [size, size],
+                "sigma": sigma,
+                "implementation": name,
+                "threads": int(name[-1]),
+                "median_s": t,
+                "maps_per_s": n_batch / t,
+                "speedup_vs_1_thread": t1 / t,
+            }
+        )
+        print(f"{name:34s} {t * 1e3:9.2f} ms {n_batch / t:10.0f} maps/s  speedup {t1 / t:.2f}")
+
+    ratios = {
+        "opencv_over_structcore": t_single["opencv resize+GaussianBlur"] / base,
+        "torch_scipy_over_structcore": t_single["torch interpolate + scipy"] / base,
+        "reference_over_structcore": t_single["numpy reference"] / base,
+        "batch256_speedup_2_threads": t1 / t_batch["structcore threads=2"],
+    }
+    print("\nratios:", json.dumps({k: round(v, 2) for k, v in ratios.items()}))
+    print("build_info:", structcore.build_info())
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "anomaly_map",
+                "quick": args.quick,
+                "build_info": structcore.build_info(),
+                "machine": platform.platform(),
+                "processor": platform.processor(),
+                "opencv": cv2.__version__,
+                "torch": torch.__version__,
+                "max_abs_diff_torch_scipy": diff_torch,
+                "max_abs_diff_opencv": diff_cv2,
+                "ratios": ratios,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
