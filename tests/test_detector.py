@@ -259,14 +259,14 @@ def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def test_mvtec_bottle_subset(mvtec_bottle, torch_home, monkeypatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(torch_home))
-    train = sorted((mvtec_bottle / "train" / "good").glob("*.png"))[:30]
+    train = sorted((mvtec_bottle / "train" / "good").glob("*.png"))[:20]
     good = sorted((mvtec_bottle / "test" / "good").glob("*.png"))[:10]
     bad = [
         p
         for d in ("broken_large", "broken_small", "contamination")
         for p in sorted((mvtec_bottle / "test" / d).glob("*.png"))[:4]
     ][:10]
-    det = Detector("mobilenet_v2", coreset_ratio=0.1, batch_size=10).fit(train)
+    det = Detector("mobilenet_v2", coreset_ratio=0.05, batch_size=10).fit(train)
     pred = det.predict(good + bad)
     labels = np.array([0] * len(good) + [1] * len(bad))
     assert _auroc(labels, pred.score_max) > 0.8

@@ -168,7 +168,9 @@ class Detector:
     sigma : float
         Gaussian blur of the maps, in pixels of the crop.
     descriptor : "paper", "extended" or sequence of str
-        StructCore descriptor components (names of ``DESCRIPTOR_COMPONENTS``).
+        StructCore descriptor components: ``"paper"`` = ``PAPER_COMPONENTS`` (std, top_mean,
+        tv), ``"extended"`` = ``EXTENDED_COMPONENTS`` (every named component), or names of
+        :data:`structcore.DESCRIPTOR_COMPONENTS` (quantiles ``"q95"``, ``"q:0.995"`` too).
     norm : {"l2", "linf"}
         Norm of the z-vector.
     lam : "auto" or float >= 0
@@ -361,12 +363,18 @@ class Detector:
             ) from None
         if not names:
             raise ValueError("descriptor must name at least one component; got an empty list")
-        known = set(registry) | set(extended) | set(paper)
+        from ._components import parse_components
+
         for n in names:
-            if not isinstance(n, str) or n not in known:
+            if not isinstance(n, str):
+                raise TypeError(f"descriptor: component names must be str; got {n!r}")
+            try:
+                parse_components((n,))
+            except ValueError:
                 raise ValueError(
-                    f"descriptor: unknown component {n!r}; choose from {sorted(known)}"
-                )
+                    f"descriptor: unknown component {n!r}; choose from {sorted(registry)} "
+                    "or a quantile 'q<percent>' / 'q:<fraction>'"
+                ) from None
         if len(set(names)) != len(names):
             raise ValueError(f"descriptor must not repeat a component; got {list(names)}")
         return names
