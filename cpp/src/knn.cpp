@@ -250,7 +250,7 @@ void knn_driver(const float* queries, std::int64_t nq, const BankT* bank, std::i
           "knn: null queries or output pointer");
 
   const Kernels K = select_kernels(level);
-  const int T = resolve_threads(threads);
+  const int T_requested = resolve_threads(threads);
   const std::int64_t MR = K.mr, NR = K.nr;
   const std::int64_t MC = kMCPanels * MR;
   const std::int64_t NC = std::max<std::int64_t>(NR, (kNC / NR) * NR);
@@ -260,8 +260,9 @@ void knn_driver(const float* queries, std::int64_t nq, const BankT* bank, std::i
   // One power-of-two scale for both arrays: max |value| -> [0.5, 1).
   // The max-|value| pass doubles as the finiteness check (NaN/Inf bit patterns compare above
   // every finite magnitude), so the Python layer does not scan the bank a second time.
-  const std::uint32_t bank_bits = max_abs_bank(K, bank, nb * dim, T);
-  const std::uint32_t query_bits = max_abs_bank(K, queries, nq * dim, T);
+  const int T_scan = static_cast<int>(std::min<std::int64_t>(T_requested, 1 + ((nb * dim) >> 16)));
+  const std::uint32_t bank_bits = max_abs_bank(K, bank, nb * dim, T_scan);
+  const std::uint32_t query_bits = max_abs_bank(K, queries, nq * dim, T_scan);
   require(query_bits < 0x7f800000u, "queries must be finite; found NaN or Inf value(s)");
   require(bank_bits < 0x7f800000u, "bank must be finite; found NaN or Inf value(s)");
   if (nq == 0) return;
@@ -276,6 +277,11 @@ void knn_driver(const float* queries, std::int64_t nq, const BankT* bank, std::i
   }
 
   const std::int64_t nbb = (nb + NC - 1) / NC;                  // bank blocks
+  // Never more threads (and per-thread buffers) than work items: threads=4096 on a small
+  // problem must not allocate 4096 packed bank blocks.
+  const std::int64_t max_items = nbb * ((std::min(QB, nq) + MC - 1) / MC);
+  const int T =
+      static_cast<int>(std::min<std::int64_t>(T_requested, std::max<std::int64_t>(1, max_items)));
   const std::int64_t nc_panels = NC / NR;
   const std::int64_t batch_rows = std::min(QB, nq);
   const std::int64_t qpanels_max = (batch_rows + MR - 1) / MR;

@@ -110,28 +110,57 @@ std::uint32_t max_abs_avx512(const float* x, std::int64_t n) {
 // a normal float; outside that range the generic (double) path is used.
 inline bool float_scale_ok(double scale) { return scale >= 0x1p-126 && scale <= 0x1p127; }
 
-inline __m512i transpose_index() {
-  return _mm512_set_epi32(240, 224, 208, 192, 176, 160, 144, 128, 112, 96, 80, 64, 48, 32, 16, 0);
+inline __m512 unpacklo_pd(__m512 a, __m512 b) {
+  return _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
+}
+inline __m512 unpackhi_pd(__m512 a, __m512 b) {
+  return _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(a), _mm512_castps_pd(b)));
 }
 
-// Transpose-pack 16 rows at a time: 16 contiguous floats of each row into a 16 x 16 stack
-// buffer, then its columns (gathers from L1) into the panel.
+// In-register 16 x 16 transpose: r[i] holds row i on entry and column i on exit
+// (4 stages of 16 shuffles).
+inline void transpose16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {
+    r[4 * g] = unpacklo_pd(t[4 * g], t[4 * g + 2]);
+    r[4 * g + 1] = unpackhi_pd(t[4 * g], t[4 * g + 2]);
+    r[4 * g + 2] = unpacklo_pd(t[4 * g + 1], t[4 * g + 3]);
+    r[4 * g + 3] = unpackhi_pd(t[4 * g + 1], t[4 * g + 3]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+    t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+    t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+    t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+  }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+  }
+}
+
+// Transpose-pack 16 rows at a time: 16 contiguous values of each row (converted and scaled
+// by load_row) -> one in-register 16 x 16 transpose -> 16 panel lines.
 template <class LoadRow>
 void pack_blocks(int rows, std::int64_t dim, int width, float* P, const LoadRow& load_row) {
-  alignas(64) float buf[16 * 16];
-  const __m512i idx0 = transpose_index();
+  __m512 r[16];
   for (int r0 = 0; r0 < width; r0 += 16) {
     const int nr = rows - r0 < 16 ? (rows - r0 > 0 ? rows - r0 : 0) : 16;
     std::int64_t p0 = 0;
     for (; p0 + 16 <= dim; p0 += 16) {
-      for (int r = 0; r < 16; ++r)
-        _mm512_store_ps(buf + r * 16, r < nr ? load_row(r0 + r, p0) : _mm512_setzero_ps());
-      for (int c = 0; c < 16; ++c)
-        _mm512_storeu_ps(P + (p0 + c) * width + r0,
-                         _mm512_i32gather_ps(_mm512_add_epi32(idx0, _mm512_set1_epi32(c)), buf, 4));
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; ++i) r[i] = i < nr ? load_row(r0 + i, p0) : _mm512_setzero_ps();
+      transpose16(r);
+#pragma GCC unroll 16
+      for (int c = 0; c < 16; ++c) _mm512_store_ps(P + (p0 + c) * width + r0, r[c]);
     }
     for (; p0 < dim; ++p0)
-      for (int r = 0; r < 16; ++r) P[p0 * width + r0 + r] = r < nr ? load_row.scalar(r0 + r, p0) : 0.0f;
+      for (int i = 0; i < 16; ++i)
+        P[p0 * width + r0 + i] = i < nr ? load_row.scalar(r0 + i, p0) : 0.0f;
   }
 }
 

@@ -34,7 +34,13 @@
 // Threading: OpenMP over (bank block x query block) work items with per-thread top-k
 // buffers merged by (d2~, index); every d2~ value is computed by the same operation
 // sequence whatever the partition, so results are identical for any thread count.
-// `threads` <= 0 means all OpenMP threads. The functions are re-entrant (no global state).
+// `threads` <= 0 means all OpenMP threads; never more threads than work items are used.
+// The functions are re-entrant (no global state) and may run concurrently.
+//
+// Cost: 2 Q M D flops in the micro-kernel, plus O(M D) per query batch for packing the bank,
+// O(Q k D) for the exact re-ranking and O(k) per accepted candidate (the sorted buffer is
+// meant for small k, typically 1..50). Extra memory: threads * (D * 256 + 112 * 256) floats,
+// one packed copy of at most ~2048 queries, and threads * min(Q, 2048) * k (float, int64).
 //
 // SIMD: the micro-kernels come in AVX-512 (MR x NR = 14 x 32), AVX2 (6 x 16) and portable
 // scalar (4 x 8) versions; `level` selects one, clamped to structcore::simd_level().
