@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -63,6 +64,8 @@ def main() -> None:
     import cv2
     import torch
 
+    build_info = structcore.build_info()  # before torch changes the OpenMP default
+    load_before = os.getloadavg()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     rng = np.random.default_rng(0)
@@ -160,14 +163,19 @@ def main() -> None:
         "batch256_speedup_2_threads": t1 / t_batch["structcore threads=2"],
     }
     print("\nratios:", json.dumps({k: round(v, 2) for k, v in ratios.items()}))
-    print("build_info:", structcore.build_info())
+    load_after = os.getloadavg()
+    print(f"load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    print("build_info:", build_info)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
             {
                 "benchmark": "anomaly_map",
                 "quick": args.quick,
-                "build_info": structcore.build_info(),
+                "build_info": build_info,
+                "cpu_count": os.cpu_count(),
+                "omp_env": {k: v for k, v in os.environ.items() if k.startswith(("OMP_", "GOMP_"))},
+                "loadavg_before_after": [load_before[0], load_after[0]],
                 "machine": platform.platform(),
                 "processor": platform.processor(),
                 "opencv": cv2.__version__,

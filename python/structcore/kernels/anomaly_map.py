@@ -16,7 +16,7 @@ MAX_SIDE = 16384
 #: Largest accepted output size ``n_maps * H * W`` (elements; 4 GiB of float32).
 MAX_ELEMENTS = 2**30
 #: Largest accepted ``sigma``, in output pixels.
-MAX_SIGMA = 10000.0
+MAX_SIGMA = 1000.0
 
 
 def _parse_size(size: object) -> tuple[int, int]:
@@ -80,7 +80,7 @@ def anomaly_map(
     sigma : float, default 4.0
         Standard deviation of the Gaussian blur in output pixels (pixels of the crop);
         ``0`` means no blur (as does any ``sigma < 0.125``, whose radius is 0). At most
-        ``MAX_SIGMA`` (10000).
+        ``MAX_SIGMA`` (1000, far wider than any useful blur).
     threads : int or None
         Cap on OpenMP threads; ``None`` uses all. Results are identical for any value.
 
