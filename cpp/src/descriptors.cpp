@@ -46,8 +46,11 @@ constexpr double kPi = 3.14159265358979323846;
 
 // Strided-sample size used to guess the selection cut, and the smallest map worth sampling.
 constexpr std::int64_t kSampleSize = 1024;
+constexpr std::int64_t kMaxSampleSize = 8192;
 constexpr std::int64_t kMinSampledN = 8192;
 // Thread-local scratch above this many bytes is released after each map.
+// The vector compaction kernels store whole blocks: room past the last kept value.
+constexpr std::int64_t kStoreSlack = 16;
 constexpr std::size_t kScratchKeepBytes = std::size_t(64) << 20;
 
 // What the requested codes need, worked out once per call.
@@ -90,6 +93,7 @@ double lerp_numpy(double a, double b, double t) {
 }
 
 struct Scratch {
+  std::vector<std::uint64_t> bits;  // one row of above-threshold bits
   std::vector<float> cand;
   std::vector<float> sample;
   ComponentScanner scanner;
@@ -101,7 +105,7 @@ struct Kernels {
 };
 
 Kernels pick_kernels() {
-#if defined(STRUCTCORE_X86) && defined(STRUCTCORE_DESCRIBE_SIMD)
+#ifdef STRUCTCORE_X86
   switch (simd_level()) {
     case SimdLevel::AVX512: return {detail::sweep_row_avx512, detail::dev_avx512};
     case SimdLevel::AVX2: return {detail::sweep_row_avx2, detail::dev_avx2};
@@ -167,11 +171,18 @@ void describe_one(const Call& c, std::int64_t b, double* out, Scratch& scr) {
   // ---- pass 1: sum, extrema, total variation; the threshold scan on the same rows ----
   detail::RowSweep sw;
   sw.mn = sw.mx = map[0];
-  if (plan.threshold) scr.scanner.reset(w, c.threshold, c.connectivity, plan.label);
+  std::uint64_t* bits = nullptr;
+  float above = 0;
+  if (plan.threshold) {
+    scr.scanner.reset(w, c.threshold, c.connectivity, plan.label);
+    above = scr.scanner.above();
+    scr.bits.resize(static_cast<std::size_t>((w + 63) >> 6));
+    bits = scr.bits.data();
+  }
   for (std::int64_t y = 0; y < h; ++y) {
     const float* row = map + y * w;
-    c.k.sweep_row(row, y > 0 ? row - w : nullptr, w, &sw);
-    if (plan.threshold) scr.scanner.push_row(row, y);
+    c.k.sweep_row(row, y > 0 ? row - w : nullptr, w, above, bits, &sw);
+    if (bits) scr.scanner.push_row(row, bits, y);
   }
   if (!std::isfinite(sw.sum)) {
     throw std::invalid_argument("maps must be finite; map " + std::to_string(b) +
@@ -188,15 +199,23 @@ void describe_one(const Call& c, std::int64_t b, double* out, Scratch& scr) {
     float g = -std::numeric_limits<float>::infinity();
     std::int64_t needed = 0;
     if (plan.select) {
-      if (scr.cand.size() < static_cast<std::size_t>(n)) scr.cand.resize(static_cast<std::size_t>(n));
+      const auto room = static_cast<std::size_t>(n + kStoreSlack);
+      if (scr.cand.size() < room) scr.cand.resize(room);
       cand = scr.cand.data();
       needed = n - c.ranks.front();  // every position >= ranks.front() must be a candidate
       if (n >= kMinSampledN && needed * 8 <= n) {
-        // Lower bound of the needed order statistics from a fixed strided sample, with a wide
-        // margin; checked below, so a bad guess only costs time.
-        const std::int64_t s = kSampleSize;
+        // Lower bound of the needed order statistics from a fixed, jittered strided sample
+        // (one pixel at a hashed offset in each of s equal strides, so that the sample does not
+        // align with rows or columns), with a wide margin; checked below, so a bad guess only
+        // costs time.
+        const std::int64_t s = std::min(kMaxSampleSize, std::max(kSampleSize, n / 128));
+        const std::int64_t stride = n / s;
         scr.sample.resize(static_cast<std::size_t>(s));
-        for (std::int64_t i = 0; i < s; ++i) scr.sample[i] = map[(i * n) / s];
+        for (std::int64_t i = 0; i < s; ++i) {
+          const std::uint64_t hsh = (static_cast<std::uint64_t>(i) + 1) * 0x9E3779B97F4A7C15ULL;
+          scr.sample[i] = map[i * stride + static_cast<std::int64_t>((hsh >> 33) %
+                                                                     static_cast<std::uint64_t>(stride))];
+        }
         const double e = static_cast<double>(needed) / dn * static_cast<double>(s);
         const auto j = static_cast<std::int64_t>(std::ceil(e + 4.0 * std::sqrt(e) + 8.0));
         if (j < s) {
@@ -372,7 +391,8 @@ void describe(const float* maps, std::int64_t n_maps, std::int64_t height, std::
 
 namespace detail {
 
-void sweep_row_scalar(const float* row, const float* up, std::int64_t w, RowSweep* acc) {
+void sweep_row_scalar(const float* row, const float* up, std::int64_t w, float above,
+                      std::uint64_t* bits, RowSweep* acc) {
   double s0 = 0, s1 = 0, h0 = 0, h1 = 0, v0 = 0, v1 = 0;
   float mn = acc->mn, mx = acc->mx;
   std::int64_t x = 0;
@@ -401,6 +421,15 @@ void sweep_row_scalar(const float* row, const float* up, std::int64_t w, RowSwee
   acc->tvv += v0 + v1;
   acc->mn = mn;
   acc->mx = mx;
+  if (bits) {
+    for (std::int64_t i = 0; i < (w + 63) >> 6; ++i) {
+      std::uint64_t word = 0;
+      const std::int64_t end = std::min<std::int64_t>(w, (i + 1) << 6);
+      for (std::int64_t j = i << 6; j < end; ++j)
+        word |= static_cast<std::uint64_t>(row[j] > above) << (j & 63);
+      bits[i] = word;
+    }
+  }
 }
 
 std::int64_t dev_scalar(const float* x, std::int64_t n, double mean, bool deviations, bool higher,

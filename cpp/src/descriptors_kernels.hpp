@@ -16,9 +16,11 @@ struct RowSweep {
 };
 
 /// Adds one row to `acc`: row has `w` >= 1 floats; `up` is the previous row (w floats) or null
-/// for the first row. Differences are taken in float64 (exact for float inputs of similar
-/// magnitude, as NumPy's float64 reference does).
-using SweepRowFn = void (*)(const float* row, const float* up, std::int64_t w, RowSweep* acc);
+/// for the first row. Differences are taken in float64, as NumPy's float64 reference does.
+/// When `bits` is not null it receives ceil(w / 64) words: bit x set iff row[x] > above, bits
+/// past w cleared.
+using SweepRowFn = void (*)(const float* row, const float* up, std::int64_t w, float above,
+                            std::uint64_t* bits, RowSweep* acc);
 
 /// Sums of powers of the deviations d = x - mean (float64).
 struct DevSums {
@@ -26,19 +28,23 @@ struct DevSums {
 };
 
 /// Pass 2 over `n` values: adds sum d^2 (and, when `higher`, sum d^3 and sum d^4) to `acc`. When
-/// `out` is not null, also copies every x >= g to out (in order; `out` holds n floats) and returns
+/// `out` is not null, also copies every x >= g to out (in order; `out` holds n + 16 floats,
+/// the vector kernels store whole blocks past the kept ones) and returns
 /// how many were copied; returns 0 when `out` is null. With `deviations` false only the copy runs.
 using DevFn = std::int64_t (*)(const float* x, std::int64_t n, double mean, bool deviations,
                                bool higher, float g, float* out, DevSums* acc);
 
-void sweep_row_scalar(const float* row, const float* up, std::int64_t w, RowSweep* acc);
+void sweep_row_scalar(const float* row, const float* up, std::int64_t w, float above,
+                      std::uint64_t* bits, RowSweep* acc);
 std::int64_t dev_scalar(const float* x, std::int64_t n, double mean, bool deviations, bool higher,
                         float g, float* out, DevSums* acc);
 #ifdef STRUCTCORE_X86
-void sweep_row_avx2(const float* row, const float* up, std::int64_t w, RowSweep* acc);
+void sweep_row_avx2(const float* row, const float* up, std::int64_t w, float above,
+                      std::uint64_t* bits, RowSweep* acc);
 std::int64_t dev_avx2(const float* x, std::int64_t n, double mean, bool deviations, bool higher,
                       float g, float* out, DevSums* acc);
-void sweep_row_avx512(const float* row, const float* up, std::int64_t w, RowSweep* acc);
+void sweep_row_avx512(const float* row, const float* up, std::int64_t w, float above,
+                      std::uint64_t* bits, RowSweep* acc);
 std::int64_t dev_avx512(const float* x, std::int64_t n, double mean, bool deviations, bool higher,
                         float g, float* out, DevSums* acc);
 #endif
