@@ -123,7 +123,7 @@ def describe(
     """
     parsed = parse_components(components)
     ratio, t, conn = check_options(parsed, top_ratio, threshold, connectivity)
-    nthreads = check_threads(threads)
+    nthreads = threads if type(threads) is int and 1 <= threads <= 4096 else check_threads(threads)
     # Finiteness is checked by the kernel (its float64 sum is NaN/Inf exactly when the map
     # holds one), saving a full extra pass here.
     arr = as_float_array(maps, "maps", ndim=(2, 3), finite=False)
