@@ -44,10 +44,10 @@ constexpr DescriptorCodeInfo kTable[kDescriptorCodeCount] = {
 
 constexpr double kPi = 3.14159265358979323846;
 
-// Strided-sample size used to guess the selection cut, and the smallest map worth sampling.
+// Sample sizes (the shift of the power sums and the cut of the order statistics): maps of up
+// to kSampleSize pixels are taken whole, larger ones give clamp(N / 128, 1024, 8192) pixels.
 constexpr std::int64_t kSampleSize = 1024;
 constexpr std::int64_t kMaxSampleSize = 8192;
-constexpr std::int64_t kMinSampledN = 8192;
 // Thread-local scratch above this many bytes is released after each map.
 // The vector compaction kernels store whole blocks: room past the last kept value.
 constexpr std::int64_t kStoreSlack = 16;
@@ -212,7 +212,7 @@ void describe_one(const Call& c, std::int64_t b, double* out, Scratch& scr) {
   std::int64_t needed = 0;  // every sorted position >= n - needed must be a candidate
   if (plan.select) {
     needed = n - c.ranks.front();
-    if (n >= kMinSampledN && needed * 8 <= n) {
+    if (needed * 8 <= n) {
       // A lower bound of the needed order statistics, with a wide margin; checked below, so a
       // bad guess only costs time.
       const double e = static_cast<double>(needed) / dn * static_cast<double>(s);
