@@ -44,10 +44,18 @@ constexpr DescriptorCodeInfo kTable[kDescriptorCodeCount] = {
 
 constexpr double kPi = 3.14159265358979323846;
 
-// Sample sizes (the shift of the power sums and the cut of the order statistics): maps of up
-// to kSampleSize pixels are taken whole, larger ones give clamp(N / 128, 1024, 8192) pixels.
-constexpr std::int64_t kSampleSize = 1024;
-constexpr std::int64_t kMaxSampleSize = 8192;
+// Sample size (the shift of the power sums and the cut of the order statistics): maps of up to
+// 256 pixels are taken whole, larger ones give clamp(round(4.5 sqrt(N)), 256, 8192) pixels,
+// which roughly balances selecting in the sample against selecting among the candidates that
+// pass its cut (about N (r + (4 sqrt(r s) + 8) / s) of them for a tail ratio r).
+constexpr std::int64_t kMinSample = 256;
+constexpr std::int64_t kMaxSample = 8192;
+
+std::int64_t sample_size(std::int64_t n) {
+  if (n <= kMinSample) return n;
+  const auto s = static_cast<std::int64_t>(std::llround(4.5 * std::sqrt(static_cast<double>(n))));
+  return std::min(kMaxSample, std::max(kMinSample, s));
+}
 // Thread-local scratch above this many bytes is released after each map.
 // The vector compaction kernels store whole blocks: room past the last kept value.
 constexpr std::int64_t kStoreSlack = 16;
@@ -190,8 +198,7 @@ void describe_one(const Call& c, std::int64_t b, double* out, Scratch& scr) {
   // ---- a fixed sample: the shift of the power sums and the cut of the order statistics ----
   // Small maps are taken whole; larger ones give one pixel at a hashed offset in each of s equal
   // strides (so that the sample does not align with rows or columns).
-  const std::int64_t s =
-      n <= kSampleSize ? n : std::min(kMaxSampleSize, std::max(kSampleSize, n / 128));
+  const std::int64_t s = sample_size(n);
   scr.sample.resize(static_cast<std::size_t>(s));
   if (s == n) {
     std::copy(map, map + n, scr.sample.begin());
