@@ -106,41 +106,78 @@ void ComponentScanner::add_run(std::int32_t x0, std::int32_t x1, std::int64_t y,
   cur_.push_back(Run{x0, x1, label});
 }
 
-void ComponentScanner::push_row(const float* row, std::int64_t y) {
-  const std::int32_t w = static_cast<std::int32_t>(width_);
-  const float above = above_;
+namespace {
+
+// Position of the first set bit at or after x (x <= width), or width if none.
+inline std::int64_t next_set(const std::uint64_t* bits, std::int64_t x, std::int64_t width) {
+  if (x >= width) return width;
+  std::int64_t wi = x >> 6;
+  const std::int64_t nw = (width + 63) >> 6;
+  std::uint64_t word = bits[wi] & (~std::uint64_t(0) << (x & 63));
+  while (word == 0) {
+    if (++wi >= nw) return width;
+    word = bits[wi];
+  }
+  return std::min(width, (wi << 6) + __builtin_ctzll(word));
+}
+
+// Position of the first clear bit at or after x (x <= width), or width if none.
+inline std::int64_t next_clear(const std::uint64_t* bits, std::int64_t x, std::int64_t width) {
+  if (x >= width) return width;
+  std::int64_t wi = x >> 6;
+  const std::int64_t nw = (width + 63) >> 6;
+  std::uint64_t word = ~bits[wi] & (~std::uint64_t(0) << (x & 63));
+  while (word == 0) {
+    if (++wi >= nw) return width;
+    word = ~bits[wi];
+  }
+  return std::min(width, (wi << 6) + __builtin_ctzll(word));
+}
+
+}  // namespace
+
+void ComponentScanner::push_row(const float* row, const std::uint64_t* bits, std::int64_t y) {
+  const std::int64_t w = width_;
   const double t = threshold_;
   cur_.clear();
   prev_pos_ = 0;
   double row_mass = 0, row_wx = 0, row_wxx = 0;
   bool row_above = false;
-  std::int32_t x = 0;
-  for (;;) {
-    while (x < w && !(row[x] > above)) ++x;
-    if (x >= w) break;
-    const std::int32_t x0 = x;
+  for (std::int64_t x = next_set(bits, 0, w); x < w;) {
+    const std::int64_t end = next_clear(bits, x, w);  // run [x, end)
     if (!has_origin_) {
       has_origin_ = true;
       acc_.origin_y = y;
-      acc_.origin_x = x0;
+      acc_.origin_x = x;
     }
+    // mass moments of the run, relative to the origin column (two interleaved accumulators)
     const double ox = static_cast<double>(acc_.origin_x);
-    double run_mass = 0, run_wx = 0, run_wxx = 0;
-    do {
-      const double wv = static_cast<double>(row[x]) - t;
-      const double dx = static_cast<double>(x) - ox;
-      run_mass += wv;
-      run_wx += wv * dx;
-      run_wxx += wv * dx * dx;
-      ++x;
-    } while (x < w && row[x] > above);
-    const std::int32_t x1 = x - 1;
+    double m0 = 0, m1 = 0, x0s = 0, x1s = 0, q0 = 0, q1 = 0;
+    std::int64_t i = x;
+    for (; i + 1 < end; i += 2) {
+      const double wa = static_cast<double>(row[i]) - t, wb = static_cast<double>(row[i + 1]) - t;
+      const double da = static_cast<double>(i) - ox, db = da + 1.0;
+      m0 += wa;
+      m1 += wb;
+      x0s += wa * da;
+      x1s += wb * db;
+      q0 += wa * da * da;
+      q1 += wb * db * db;
+    }
+    if (i < end) {
+      const double wa = static_cast<double>(row[i]) - t, da = static_cast<double>(i) - ox;
+      m0 += wa;
+      x0s += wa * da;
+      q0 += wa * da * da;
+    }
+    const double run_mass = m0 + m1;
     row_above = true;
     row_mass += run_mass;
-    row_wx += run_wx;
-    row_wxx += run_wxx;
-    acc_.total_area += x1 - x0 + 1;
-    if (label_) add_run(x0, x1, y, run_mass);
+    row_wx += x0s + x1s;
+    row_wxx += q0 + q1;
+    acc_.total_area += end - x;
+    if (label_) add_run(static_cast<std::int32_t>(x), static_cast<std::int32_t>(end - 1), y, run_mass);
+    x = next_set(bits, end, w);
   }
   if (row_above) {
     const double dy = static_cast<double>(y - acc_.origin_y);

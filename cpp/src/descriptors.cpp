@@ -44,10 +44,21 @@ constexpr DescriptorCodeInfo kTable[kDescriptorCodeCount] = {
 
 constexpr double kPi = 3.14159265358979323846;
 
-// Strided-sample size used to guess the selection cut, and the smallest map worth sampling.
-constexpr std::int64_t kSampleSize = 1024;
-constexpr std::int64_t kMinSampledN = 8192;
+// Sample size (the shift of the power sums and the cut of the order statistics): maps of up to
+// 256 pixels are taken whole, larger ones give clamp(round(4.5 sqrt(N)), 256, 8192) pixels,
+// which roughly balances selecting in the sample against selecting among the candidates that
+// pass its cut (about N (r + (4 sqrt(r s) + 8) / s) of them for a tail ratio r).
+constexpr std::int64_t kMinSample = 256;
+constexpr std::int64_t kMaxSample = 8192;
+
+std::int64_t sample_size(std::int64_t n) {
+  if (n <= kMinSample) return n;
+  const auto s = static_cast<std::int64_t>(std::llround(4.5 * std::sqrt(static_cast<double>(n))));
+  return std::min(kMaxSample, std::max(kMinSample, s));
+}
 // Thread-local scratch above this many bytes is released after each map.
+// The vector compaction kernels store whole blocks: room past the last kept value.
+constexpr std::int64_t kStoreSlack = 16;
 constexpr std::size_t kScratchKeepBytes = std::size_t(64) << 20;
 
 // What the requested codes need, worked out once per call.
@@ -90,25 +101,44 @@ double lerp_numpy(double a, double b, double t) {
 }
 
 struct Scratch {
+  std::vector<std::uint64_t> bits;  // one row of above-threshold bits
+  std::vector<double> rowd;         // two widened rows (the AVX-512 sweep)
   std::vector<float> cand;
   std::vector<float> sample;
   ComponentScanner scanner;
 };
 
-struct Kernels {
-  detail::SweepRowFn sweep_row;
-  detail::DevFn dev;
-};
-
-Kernels pick_kernels() {
-#if defined(STRUCTCORE_X86) && defined(STRUCTCORE_DESCRIBE_SIMD)
+detail::SweepFn pick_sweep() {
+#ifdef STRUCTCORE_X86
   switch (simd_level()) {
-    case SimdLevel::AVX512: return {detail::sweep_row_avx512, detail::dev_avx512};
-    case SimdLevel::AVX2: return {detail::sweep_row_avx2, detail::dev_avx2};
+    case SimdLevel::AVX512: return detail::sweep_avx512;
+    case SimdLevel::AVX2: return detail::sweep_avx2;
     default: break;
   }
 #endif
-  return {detail::sweep_row_scalar, detail::dev_scalar};
+  return detail::sweep_scalar;
+}
+
+void push_row_to_scanner(void* ctx, const float* row, const std::uint64_t* bits, std::int64_t y) {
+  static_cast<ComponentScanner*>(ctx)->push_row(row, bits, y);
+}
+
+// Exact two-pass central power sums about `mean` (the rare fallback when the sampled shift was
+// far from the mean).
+void central_sums(const float* x, std::int64_t n, double mean, bool higher, double* s2,
+                  double* s3, double* s4) {
+  double a2 = 0, a3 = 0, a4 = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(x[i]) - mean, d2 = d * d;
+    a2 += d2;
+    if (higher) {
+      a3 += d2 * d;
+      a4 += d2 * d2;
+    }
+  }
+  *s2 = a2;
+  *s3 = a3;
+  *s4 = a4;
 }
 
 struct Call {
@@ -122,7 +152,7 @@ struct Call {
   Plan plan;
   std::vector<QuantileSpec> qspec;  // per component (used for Quantile codes)
   std::vector<std::int64_t> ranks;  // sorted unique positions to select
-  Kernels k;
+  detail::SweepFn sweep;
 };
 
 // The moments of the above-threshold mass and their derived shape statistics.
@@ -163,62 +193,111 @@ void describe_one(const Call& c, std::int64_t b, double* out, Scratch& scr) {
   const std::int64_t h = c.h, w = c.w, n = c.n;
   const float* map = c.maps + b * n;
   const Plan& plan = c.plan;
+  const double dn = static_cast<double>(n);
 
-  // ---- pass 1: sum, extrema, total variation; the threshold scan on the same rows ----
-  detail::RowSweep sw;
-  sw.mn = sw.mx = map[0];
-  if (plan.threshold) scr.scanner.reset(w, c.threshold, c.connectivity, plan.label);
-  for (std::int64_t y = 0; y < h; ++y) {
-    const float* row = map + y * w;
-    c.k.sweep_row(row, y > 0 ? row - w : nullptr, w, &sw);
-    if (plan.threshold) scr.scanner.push_row(row, y);
+  // ---- a fixed sample: the shift of the power sums and the cut of the order statistics ----
+  // Small maps are taken whole; larger ones give one pixel at a hashed offset in each of s equal
+  // strides (so that the sample does not align with rows or columns).
+  const std::int64_t s = sample_size(n);
+  scr.sample.resize(static_cast<std::size_t>(s));
+  if (s == n) {
+    std::copy(map, map + n, scr.sample.begin());
+  } else {
+    const std::int64_t stride = n / s;
+    for (std::int64_t i = 0; i < s; ++i) {
+      // offset = floor(u * stride) for a 32-bit hash u of i (multiply-shift, no division)
+      const std::uint64_t hsh = ((static_cast<std::uint64_t>(i) + 1) * 0x9E3779B97F4A7C15ULL) >> 32;
+      const auto off = static_cast<std::int64_t>((hsh * static_cast<std::uint64_t>(stride)) >> 32);
+      scr.sample[static_cast<std::size_t>(i)] = map[i * stride + off];
+    }
   }
-  if (!std::isfinite(sw.sum)) {
+  double shift = 0;
+  for (const float v : scr.sample) shift += static_cast<double>(v);
+  shift /= static_cast<double>(s);
+
+  float cut = -std::numeric_limits<float>::infinity();
+  std::int64_t needed = 0;  // every sorted position >= n - needed must be a candidate
+  if (plan.select) {
+    needed = n - c.ranks.front();
+    if (needed * 8 <= n) {
+      // A lower bound of the needed order statistics, with a wide margin; checked below, so a
+      // bad guess only costs time.
+      const double e = static_cast<double>(needed) / dn * static_cast<double>(s);
+      const auto j = static_cast<std::int64_t>(std::ceil(e + 4.0 * std::sqrt(e) + 8.0));
+      if (j < s) {
+        auto nth = scr.sample.begin() + (s - j);
+        std::nth_element(scr.sample.begin(), nth, scr.sample.end());
+        cut = *nth;
+      }
+    }
+  }
+
+  // ---- the fused pass ----
+  detail::SweepParams p;
+  p.h = h;
+  p.w = w;
+  p.shift = shift;
+  p.higher = plan.higher;
+  if (plan.threshold) {
+    scr.scanner.reset(w, c.threshold, c.connectivity, plan.label);
+    p.above = scr.scanner.above();
+    scr.bits.resize(static_cast<std::size_t>((w + 63) >> 6));
+    p.bits = scr.bits.data();
+    p.on_row = push_row_to_scanner;
+    p.ctx = &scr.scanner;
+  }
+  float* cand = nullptr;
+  if (plan.select) {
+    const auto room = static_cast<std::size_t>(n + kStoreSlack);
+    if (scr.cand.size() < room) scr.cand.resize(room);
+    cand = scr.cand.data();
+    p.cut = cut;
+    p.out = cand;
+  }
+  scr.rowd.resize(static_cast<std::size_t>(2 * w));
+  p.rowd = scr.rowd.data();
+  detail::SweepResult sw;
+  c.sweep(map, p, &sw);
+  if (!std::isfinite(sw.s1) || !std::isfinite(shift)) {
     throw std::invalid_argument("maps must be finite; map " + std::to_string(b) +
                                 " holds NaN or Inf");
   }
-  const double dn = static_cast<double>(n);
-  const double mean = sw.sum / dn;
 
-  // ---- pass 2: deviations and the candidates of the order statistics ----
-  detail::DevSums dev;
-  std::int64_t offset = 0;  // sorted position of cand[0]
-  float* cand = nullptr;
-  if (plan.deviations || plan.select) {
-    float g = -std::numeric_limits<float>::infinity();
-    std::int64_t needed = 0;
-    if (plan.select) {
-      if (scr.cand.size() < static_cast<std::size_t>(n)) scr.cand.resize(static_cast<std::size_t>(n));
-      cand = scr.cand.data();
-      needed = n - c.ranks.front();  // every position >= ranks.front() must be a candidate
-      if (n >= kMinSampledN && needed * 8 <= n) {
-        // Lower bound of the needed order statistics from a fixed strided sample, with a wide
-        // margin; checked below, so a bad guess only costs time.
-        const std::int64_t s = kSampleSize;
-        scr.sample.resize(static_cast<std::size_t>(s));
-        for (std::int64_t i = 0; i < s; ++i) scr.sample[i] = map[(i * n) / s];
-        const double e = static_cast<double>(needed) / dn * static_cast<double>(s);
-        const auto j = static_cast<std::int64_t>(std::ceil(e + 4.0 * std::sqrt(e) + 8.0));
-        if (j < s) {
-          auto nth = scr.sample.begin() + (s - j);
-          std::nth_element(scr.sample.begin(), nth, scr.sample.end());
-          g = *nth;
-        }
-      }
+  // ---- moments: from the shifted sums, or two-pass when the shift was off by over a std ----
+  const double e = sw.s1 / dn;  // mean - shift
+  const double mean = shift + e;
+  double m2 = 0, m3 = 0, m4 = 0;
+  {
+    const double r2 = sw.s2 / dn, r3 = sw.s3 / dn, r4 = sw.s4 / dn;
+    m2 = r2 - e * e;
+    if (e * e > m2) {
+      double s2 = 0, s3 = 0, s4 = 0;
+      central_sums(map, n, mean, plan.higher, &s2, &s3, &s4);
+      m2 = s2 / dn;
+      m3 = s3 / dn;
+      m4 = s4 / dn;
+    } else if (plan.higher) {
+      m3 = r3 - 3.0 * e * r2 + 2.0 * e * e * e;
+      m4 = r4 - 4.0 * e * r3 + 6.0 * e * e * r2 - 3.0 * e * e * e * e;
     }
-    std::int64_t count = c.k.dev(map, n, mean, plan.deviations, plan.higher, g, cand, &dev);
-    if (plan.select && count < needed) {  // the sample over-estimated the cut: take everything
+    m2 = std::max(m2, 0.0);
+    m4 = std::max(m4, 0.0);
+  }
+
+  // ---- order statistics ----
+  std::int64_t offset = 0;  // sorted position of cand[0]
+  if (plan.select) {
+    std::int64_t count = sw.kept;
+    if (count < needed) {  // the sample over-estimated the cut: take everything
       std::copy(map, map + n, cand);
       count = n;
     }
     offset = n - count;
-    if (plan.select) {
-      std::int64_t from = 0;
-      for (const std::int64_t r : c.ranks) {
-        const std::int64_t i = r - offset;
-        std::nth_element(cand + from, cand + i, cand + count);
-        from = i + 1;
-      }
+    std::int64_t from = 0;
+    for (const std::int64_t r : c.ranks) {
+      const std::int64_t i = r - offset;
+      std::nth_element(cand + from, cand + i, cand + count);
+      from = i + 1;
     }
   }
   auto order_stat = [&](std::int64_t r) { return static_cast<double>(cand[r - offset]); };
@@ -231,7 +310,6 @@ void describe_one(const Call& c, std::int64_t b, double* out, Scratch& scr) {
     shape = mass_shape(ts, h, w);
   }
 
-  const double m2 = dev.s2 / dn;
   for (std::int64_t j = 0; j < c.n_components; ++j) {
     double v = 0;
     switch (static_cast<DescriptorCode>(c.codes[j])) {
@@ -252,8 +330,8 @@ void describe_one(const Call& c, std::int64_t b, double* out, Scratch& scr) {
         v = lerp_numpy(order_stat(q.lo), order_stat(q.hi), q.gamma);
         break;
       }
-      case DescriptorCode::Skew: v = m2 > 0 ? (dev.s3 / dn) / (m2 * std::sqrt(m2)) : 0.0; break;
-      case DescriptorCode::Kurtosis: v = m2 > 0 ? (dev.s4 / dn) / (m2 * m2) - 3.0 : 0.0; break;
+      case DescriptorCode::Skew: v = m2 > 0 ? m3 / (m2 * std::sqrt(m2)) : 0.0; break;
+      case DescriptorCode::Kurtosis: v = m2 > 0 ? m4 / (m2 * m2) - 3.0 : 0.0; break;
       case DescriptorCode::CentroidY: v = shape.cy; break;
       case DescriptorCode::CentroidX: v = shape.cx; break;
       case DescriptorCode::Mu20: v = shape.mu20; break;
@@ -353,7 +431,7 @@ void describe(const float* maps, std::int64_t n_maps, std::int64_t height, std::
   }
   std::sort(c.ranks.begin(), c.ranks.end());
   c.ranks.erase(std::unique(c.ranks.begin(), c.ranks.end()), c.ranks.end());
-  c.k = pick_kernels();
+  c.sweep = pick_sweep();
 
   const int nt = resolve_threads(threads);
   OmpExceptionCapture capture;
@@ -372,64 +450,53 @@ void describe(const float* maps, std::int64_t n_maps, std::int64_t height, std::
 
 namespace detail {
 
-void sweep_row_scalar(const float* row, const float* up, std::int64_t w, RowSweep* acc) {
-  double s0 = 0, s1 = 0, h0 = 0, h1 = 0, v0 = 0, v1 = 0;
-  float mn = acc->mn, mx = acc->mx;
-  std::int64_t x = 0;
-  for (; x + 1 < w; x += 2) {
-    const double a = row[x], b = row[x + 1];
-    s0 += a;
-    s1 += b;
-    h0 += std::fabs(b - a);
-    if (x + 2 < w) h1 += std::fabs(static_cast<double>(row[x + 2]) - b);
-    mn = std::min(mn, std::min(row[x], row[x + 1]));
-    mx = std::max(mx, std::max(row[x], row[x + 1]));
-    if (up) {
-      v0 += std::fabs(a - static_cast<double>(up[x]));
-      v1 += std::fabs(b - static_cast<double>(up[x + 1]));
-    }
-  }
-  if (x < w) {
-    const double a = row[x];
-    s0 += a;
-    mn = std::min(mn, row[x]);
-    mx = std::max(mx, row[x]);
-    if (up) v0 += std::fabs(a - static_cast<double>(up[x]));
-  }
-  acc->sum += s0 + s1;
-  acc->tvh += h0 + h1;
-  acc->tvv += v0 + v1;
-  acc->mn = mn;
-  acc->mx = mx;
-}
-
-std::int64_t dev_scalar(const float* x, std::int64_t n, double mean, bool deviations, bool higher,
-                        float g, float* out, DevSums* acc) {
-  double s2 = 0, s3 = 0, s4 = 0;
-  std::int64_t m = 0;
-  if (deviations && higher) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      const double d = static_cast<double>(x[i]) - mean, d2 = d * d;
+void sweep_scalar(const float* map, const SweepParams& p, SweepResult* r) {
+  const std::int64_t h = p.h, w = p.w;
+  const double k = p.shift;
+  double s1 = 0, s2 = 0, s3 = 0, s4 = 0, tvh = 0, tvv = 0;
+  float mn = map[0], mx = map[0];
+  std::int64_t kept = 0;
+  for (std::int64_t y = 0; y < h; ++y) {
+    const float* row = map + y * w;
+    const float* up = y > 0 ? row - w : nullptr;
+    for (std::int64_t x = 0; x < w; ++x) {
+      const float f = row[x];
+      const double a = f, d = a - k, d2 = d * d;
+      s1 += d;
       s2 += d2;
-      s3 += d2 * d;
-      s4 += d2 * d2;
+      if (p.higher) {
+        s3 += d2 * d;
+        s4 += d2 * d2;
+      }
+      if (x + 1 < w) tvh += std::fabs(static_cast<double>(row[x + 1]) - a);
+      if (up) tvv += std::fabs(a - static_cast<double>(up[x]));
+      mn = std::min(mn, f);
+      mx = std::max(mx, f);
+      if (p.out) {
+        p.out[kept] = f;
+        kept += f >= p.cut ? 1 : 0;
+      }
     }
-  } else if (deviations) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      const double d = static_cast<double>(x[i]) - mean;
-      s2 += d * d;
+    if (p.bits) {
+      for (std::int64_t i = 0; i < (w + 63) >> 6; ++i) {
+        std::uint64_t word = 0;
+        const std::int64_t end = std::min<std::int64_t>(w, (i + 1) << 6);
+        for (std::int64_t j = i << 6; j < end; ++j)
+          word |= static_cast<std::uint64_t>(row[j] > p.above) << (j & 63);
+        p.bits[i] = word;
+      }
+      p.on_row(p.ctx, row, p.bits, y);
     }
   }
-  if (out) {
-    for (std::int64_t i = 0; i < n; ++i) {
-      out[m] = x[i];
-      m += x[i] >= g ? 1 : 0;
-    }
-  }
-  acc->s2 += s2;
-  acc->s3 += s3;
-  acc->s4 += s4;
-  return m;
+  r->s1 = s1;
+  r->s2 = s2;
+  r->s3 = s3;
+  r->s4 = s4;
+  r->tvh = tvh;
+  r->tvv = tvv;
+  r->mn = mn;
+  r->mx = mx;
+  r->kept = kept;
 }
 
 }  // namespace detail

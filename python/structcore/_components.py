@@ -144,6 +144,11 @@ def parse_components(components: str | Sequence[str]) -> tuple[tuple[str, float]
     ValueError
         Empty, or an unknown or malformed name.
     """
+    if type(components) is tuple:  # fast path: the cached parse of a hashable tuple
+        try:
+            return _parse_cached(components)
+        except TypeError:
+            pass  # unhashable entries: the checks below raise the right error
     if isinstance(components, str):
         components = (components,)
     if not isinstance(components, Sequence):
@@ -162,6 +167,13 @@ def parse_components(components: str | Sequence[str]) -> tuple[tuple[str, float]
 
 def needs_threshold(parsed: Sequence[tuple[str, float]]) -> bool:
     """True when one of the parsed components needs ``threshold``."""
+    if type(parsed) is tuple:
+        return _needs_threshold_cached(parsed)
+    return any(kind in THRESHOLD_COMPONENTS for kind, _ in parsed)
+
+
+@lru_cache(maxsize=256)
+def _needs_threshold_cached(parsed: tuple[tuple[str, float], ...]) -> bool:
     return any(kind in THRESHOLD_COMPONENTS for kind, _ in parsed)
 
 
@@ -191,6 +203,18 @@ def check_options(
     connectivity : int
         4 or 8.
     """
+    # Fast path for the common exact types (this runs on every call, for maps of a few us).
+    if (
+        type(top_ratio) is float
+        and 0.0 < top_ratio <= 1.0
+        and type(connectivity) is int
+        and connectivity in (4, 8)
+        and (
+            (type(threshold) is float and math.isfinite(threshold))
+            or (threshold is None and not needs_threshold(parsed))
+        )
+    ):
+        return top_ratio, threshold, connectivity
     ratio = check_positive_float(top_ratio, "top_ratio")
     if ratio > 1.0:
         raise ValueError(f"top_ratio must be in (0, 1]; got {ratio!r}")

@@ -52,8 +52,14 @@ public:
   /// only the mass moments and totals are accumulated (no union-find).
   void reset(std::int64_t width, double threshold, int connectivity, bool label);
 
-  /// Processes row `y` (width floats). Rows must come in order 0, 1, 2, ...
-  void push_row(const float* row, std::int64_t y);
+  /// The float cut equivalent to the threshold: for every finite float s,
+  /// (double)s > threshold  <=>  s > above(). Valid after reset().
+  float above() const noexcept { return above_; }
+
+  /// Processes row `y` (width floats). Rows must come in order 0, 1, 2, ... `bits` holds
+  /// ceil(width / 64) words: bit x (word x / 64, bit x % 64) is set iff row[x] > above(), and the
+  /// bits past `width` in the last word are 0 (the caller's SIMD sweep computes them).
+  void push_row(const float* row, const std::uint64_t* bits, std::int64_t y);
 
   /// Fills `out` for the rows pushed so far.
   void finish(ThresholdSummary* out);

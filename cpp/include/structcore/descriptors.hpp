@@ -5,18 +5,23 @@
 // Chae et al., arXiv 2602.17048) is {Std, TopMean, Tv}; the rest is the extended descriptor.
 //
 // Algorithm, per map (one thread per map; maps of a batch run in parallel under OpenMP):
-//   pass 1 (always)  one row-by-row sweep: sum, min, max, horizontal and vertical total variation,
-//                    all accumulated in float64. When a threshold component is requested, the same
-//                    row (still in L1) is handed to the run-based connected-component scanner of
-//                    components.hpp, which also accumulates the above-threshold mass moments.
-//                    The float64 sum doubles as the finiteness check (a NaN or Inf poisons it).
-//   pass 2 (if any)  deviations d = S - mean: sum d^2 (and d^3, d^4 for skew/kurtosis), two-pass
-//                    and therefore numerically sound; fused with a branch-free compaction of the
-//                    values >= g into a per-thread scratch, where g is a lower bound of the
-//                    needed order statistics estimated from a fixed strided sample of the map.
-//   selection        std::nth_element on the (small) candidate set for the tail mean and the
-//                    quantiles; if the sample under-estimated (too few candidates), all N values
-//                    are copied and selected instead, so the result is always exact.
+//   sample      a fixed pixel sample (the whole map up to 256 pixels, else clamp(4.5 sqrt(N),
+//               256, 8192) pixels, one at a hashed offset in each of as many equal strides). Its mean
+//               is the shift K of the power sums; one of its order statistics, with a wide
+//               margin, is the cut g below which no needed order statistic can lie.
+//   one pass    row by row, SIMD (scalar / AVX2 / AVX-512 chosen at run time): shifted power sums
+//               sum (S - K)^p, p = 1..4, extrema, horizontal and vertical total variation, all in
+//               float64; the bitmask of S > t, row by row, handed to the run-based
+//               connected-component scanner of components.hpp (which also accumulates the
+//               above-threshold mass moments) while the row is in L1; and a branch-free
+//               compaction of the values >= g into a per-thread scratch.
+//   moments     central moments from the shifted sums; when |mean - K| exceeds one standard
+//               deviation (the sample was unrepresentative) they are recomputed exactly in a
+//               second, two-pass sweep, so the shifted formula is never ill-conditioned.
+//               The float64 sum doubles as the finiteness check (a NaN or Inf poisons it).
+//   selection   std::nth_element on the (small) candidate set for the tail mean and the
+//               quantiles; if fewer values than needed passed the cut, all N values are
+//               copied and selected instead, so the result is always exact.
 //
 // Determinism: every statistic of a map is computed by one thread in a fixed order, so results do
 // not depend on the number of threads. They may differ in the last bits between SIMD levels

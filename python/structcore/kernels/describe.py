@@ -108,9 +108,12 @@ def describe(
       single pixel or an axis-aligned square and tends to pi**2/16 ~ 0.617 for a disc.
       ``cc_largest_fill`` = area / bounding-box area (1 for a rectangle).
 
-    The C++ kernel sweeps each map at most twice (moments, total variation and the one-pass,
-    run-based labelling first; deviations and a sampled candidate set for the order
-    statistics second) and selects with ``std::nth_element``; see ``descriptors.hpp``.
+    The C++ kernel reads each map in one fused SIMD pass (shifted power sums, extrema, total
+    variation, the threshold bitmask fed row by row to a run-based union-find labelling that
+    accumulates every component statistic, and the compaction of a sampled candidate set for
+    the order statistics), then selects with ``std::nth_element``; see ``descriptors.hpp``.
+    Floating statistics agree with :func:`structcore.reference.describe` to ~1e-12 relative
+    (summation order differs), integer ones exactly.
 
     Examples
     --------
@@ -123,7 +126,7 @@ def describe(
     """
     parsed = parse_components(components)
     ratio, t, conn = check_options(parsed, top_ratio, threshold, connectivity)
-    nthreads = check_threads(threads)
+    nthreads = threads if type(threads) is int and 1 <= threads <= 4096 else check_threads(threads)
     # Finiteness is checked by the kernel (its float64 sum is NaN/Inf exactly when the map
     # holds one), saving a full extra pass here.
     arr = as_float_array(maps, "maps", ndim=(2, 3), finite=False)
