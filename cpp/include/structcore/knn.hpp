@@ -1,0 +1,82 @@
+// structcore/knn.hpp — exact Euclidean k-nearest-neighbour search of queries in a bank.
+//
+// Algorithm (METHOD.md §2, PatchCore's patch score): for every query q and bank row b the
+// squared distance is evaluated with the norms trick
+//     d2~(q, b) = max(0, |q|^2 + |b|^2 - 2 q.b)
+// where the dot products q.b come from a cache-blocked, register-tiled GEMM micro-kernel
+// (GotoBLAS/BLIS structure: packed query panels of MR rows, packed bank panels of NR rows,
+// depth chunks of KC) and each finished MR x NR distance tile is fused with a per-query
+// sorted top-k buffer (threshold compare in SIMD registers, scalar insertion only for the
+// rare winners). No Q x M distance matrix is ever formed: memory is O(tile) per thread
+// (one packed bank block of NC x D floats, one MC x NC tile, one packed query batch of at
+// most ~2048 x D floats and k entries per query per thread).
+// The k winners of each query are then re-evaluated exactly, sum((q_i - b_i)^2) accumulated
+// in double precision from the caller's values, and re-sorted by (exact distance, index);
+// the returned distance is sqrt of that sum rounded once to float32.
+//
+// Scaling. Before packing, queries and bank are multiplied by one power of two 2^s (exact)
+// chosen so that the largest |value| of both arrays lies in [0.5, 1). The squared norms then
+// never overflow in float32, and tiny (even subnormal) inputs are lifted to normal range, so
+// results are invariant under power-of-two rescaling of the inputs.
+//
+// Error bound (selection stage). With u = 2^-24, n = D + 2, gamma_n = n u / (1 - n u) and
+// A = 2^-s (the largest |value| rounded up to a power of two):
+//     |d2~(q, b) - |q - b|^2| <= gamma_n (|q| + |b|)^2 + (2 D + 3) 2^-150 A^2
+// (the second term covers underflow of products of values below ~2^-63 A). The
+// returned set is therefore exact except that a bank row whose true squared distance is
+// within twice this bound of the k-th smallest one may take its place; the returned
+// distances are always the exact distances of the returned indices (double accumulation,
+// one float32 rounding), ascending. Exact duplicates of a bank row get identical d2~ and the
+// lower index wins.
+//
+// Ties: equal distances are ordered by lower bank index (in both stages).
+//
+// Threading: OpenMP over (bank block x query block) work items with per-thread top-k
+// buffers merged by (d2~, index); every d2~ value is computed by the same operation
+// sequence whatever the partition, so results are identical for any thread count.
+// `threads` <= 0 means all OpenMP threads; never more threads than work items are used.
+// The functions are re-entrant (no global state) and may run concurrently.
+//
+// Cost: 2 Q M D flops in the micro-kernel, plus O(M D) per query batch for packing the bank,
+// O(Q k D) for the exact re-ranking and O(k) per accepted candidate (the sorted buffer is
+// meant for small k, typically 1..50). Extra memory: threads * (D * 256 + 112 * 256) floats,
+// one packed copy of at most ~2048 queries, and threads * min(Q, 2048) * k (float, int64).
+//
+// SIMD: the micro-kernels come in AVX-512 (MR x NR = 14 x 32), AVX2 (6 x 16) and portable
+// scalar (4 x 8) versions; `level` selects one, clamped to structcore::simd_level().
+#pragma once
+
+#include <cstdint>
+
+#include "structcore/common.hpp"
+
+namespace structcore {
+
+/// k nearest bank rows (Euclidean) of each query, float32 bank.
+///
+/// queries   : n_queries * dim floats, row-major (C-contiguous), finite.
+/// bank      : n_bank * dim floats, row-major, finite.
+/// k         : 1 <= k <= n_bank.
+/// distances : out, n_queries * k floats; row i ascending, true (not squared) distances.
+/// indices   : out, n_queries * k int64 bank row indices; ties -> lower index first.
+/// Preconditions (checked, std::invalid_argument otherwise): n_queries >= 0, n_bank >= 1,
+/// dim >= 1, 1 <= k <= n_bank, non-null pointers when sizes are > 0, all values finite
+/// (checked for free during the max-|value| scaling pass: "queries must be finite" /
+/// "bank must be finite"). Also throws std::invalid_argument when a returned distance would
+/// overflow float32 (|q - b| > FLT_MAX, i.e. values near FLT_MAX).
+void knn(const float* queries, std::int64_t n_queries, const float* bank, std::int64_t n_bank,
+         std::int64_t dim, std::int64_t k, float* distances, std::int64_t* indices, int threads,
+         SimdLevel level = simd_level());
+
+/// Same as knn() with the bank stored as IEEE-754 binary16 (half the memory): `bank_f16`
+/// holds n_bank * dim raw binary16 bit patterns (numpy float16), converted exactly to float32
+/// inside the packing step; everything else (bound, ties, threading) is as above, with the
+/// bank values taken to be exactly the float16 values.
+void knn_f16(const float* queries, std::int64_t n_queries, const std::uint16_t* bank_f16,
+             std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+             std::int64_t* indices, int threads, SimdLevel level = simd_level());
+
+/// Exact float32 value of an IEEE binary16 bit pattern (subnormals, inf, NaN included).
+float half_to_float(std::uint16_t h) noexcept;
+
+}  // namespace structcore

@@ -1,0 +1,167 @@
+"""Saving and loading detectors (structcore.io): .npz + JSON, no pickle, bit-identical."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from structcore import Detector
+from structcore.detector import NotFittedError
+from structcore.io import FORMAT_NAME, FORMAT_VERSION, array_checksum
+
+SMALL = dict(backbone="resnet18", weights=None, dim=32, resize=48, crop=48, folds=3, seed=0)
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(80, 170, size=(n, 48, 48, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> Detector:
+    return Detector(**SMALL, descriptor="extended", reweight=True).fit(_images(8, 0))
+
+
+@pytest.fixture
+def saved(fitted: Detector, tmp_path):
+    path = tmp_path / "model.structcore"  # the name is kept as given (no .npz appended)
+    fitted.save(path)
+    return path
+
+
+def _rewrite(src, dst, *, meta_update=None, arrays_update=None, fix_checksum=False) -> None:
+    with np.load(src, allow_pickle=False) as npz:
+        contents = {k: npz[k] for k in npz.files}
+    meta = json.loads(contents.pop("metadata").tobytes())
+    contents.update(arrays_update or {})
+    meta.update(meta_update or {})
+    if fix_checksum:
+        meta["arrays"] = {
+            n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in contents.items()
+        }
+        meta["checksum"] = array_checksum(contents)
+    payload = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    with open(dst, "wb") as fh:
+        np.savez(fh, metadata=payload, **contents)
+
+
+def test_round_trip_is_bit_identical(fitted: Detector, saved) -> None:
+    x = _images(4, 9)
+    x[1, 10:20, 10:20] = 255
+    loaded = Detector.load(saved)
+    a, b = fitted.predict(x), loaded.predict(x)
+    for name in ("maps", "score_max", "score_struct", "score", "descriptor", "z", "is_anomalous"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    va, vb = fitted.variant_scores(a.maps, a.score_max), loaded.variant_scores(b.maps, b.score_max)
+    assert va.keys() == vb.keys()
+    for key in va:
+        np.testing.assert_array_equal(va[key], vb[key], err_msg=key)
+    assert loaded.get_params() == fitted.get_params()
+    assert loaded.lambda_ == fitted.lambda_
+    assert loaded.decision_threshold_ == fitted.decision_threshold_
+    assert loaded.pixel_thresholds_ == fitted.pixel_thresholds_
+
+
+def test_file_layout_is_plain_npz(fitted: Detector, saved) -> None:
+    with zipfile.ZipFile(saved) as zf:
+        names = set(zf.namelist())
+    assert {"metadata.npy", "bank.npy", "mu.npy", "sigma.npy"} <= names
+    assert {"train_phi.crossfit.npy", "train_max.train.npy"} <= names
+    with np.load(saved, allow_pickle=False) as npz:
+        meta = json.loads(npz["metadata"].tobytes().decode("utf-8"))
+        np.testing.assert_array_equal(npz["bank"], fitted.bank_)
+    assert meta["format"] == FORMAT_NAME and meta["version"] == FORMAT_VERSION
+    assert meta["backbone"] == "resnet18" and meta["layers"] == ["layer2", "layer3"]
+    assert meta["weights_sha256"] == fitted.extractor_.weights_sha256
+    assert meta["config"]["descriptor"] == "extended" and meta["config"]["reweight"] is True
+    assert meta["calibration"] == "crossfit"
+    assert meta["fitted"]["lambda"] == fitted.lambda_
+    assert len(meta["checksum"]) == 64
+
+
+def test_save_unfitted_and_missing(tmp_path) -> None:
+    with pytest.raises(NotFittedError):
+        Detector().save(tmp_path / "x.npz")
+    with pytest.raises(FileNotFoundError):
+        Detector.load(tmp_path / "absent.npz")
+
+
+def test_truncated_file(saved, tmp_path) -> None:
+    data = saved.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 30):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="not a valid structcore detector file"):
+            Detector.load(bad)
+
+
+def test_not_an_npz(tmp_path) -> None:
+    bad = tmp_path / "junk.npz"
+    bad.write_bytes(b"hello world" * 50)
+    with pytest.raises(ValueError, match="not a valid structcore detector file"):
+        Detector.load(bad)
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.zeros(3))
+    with pytest.raises(ValueError, match="no 'metadata'"):
+        Detector.load(plain)
+
+
+def test_tampered_arrays(saved, tmp_path) -> None:
+    with np.load(saved, allow_pickle=False) as npz:
+        bank = npz["bank"].copy()
+    bank[0, 0] += 1.0
+    bad = tmp_path / "tampered.npz"
+    _rewrite(saved, bad, arrays_update={"bank": bank})
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        Detector.load(bad)
+    # flipping one byte inside the stored (uncompressed) bank
+    data = bytearray(saved.read_bytes())
+    pos = data.find(np.ascontiguousarray(bank[1]).tobytes()[:16])
+    assert pos > 0
+    data[pos] ^= 0xFF
+    flipped = tmp_path / "flipped.npz"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="not a valid structcore detector file"):
+        Detector.load(flipped)
+
+
+def test_wrong_version_and_format(saved, tmp_path) -> None:
+    bad = tmp_path / "v99.npz"
+    _rewrite(saved, bad, meta_update={"version": 99})
+    with pytest.raises(ValueError, match="version 99 is not supported"):
+        Detector.load(bad)
+    _rewrite(saved, bad, meta_update={"format": "something.else"})
+    with pytest.raises(ValueError, match="format"):
+        Detector.load(bad)
+
+
+def test_wrong_shapes(saved, tmp_path) -> None:
+    bad = tmp_path / "shape.npz"
+    _rewrite(saved, bad, arrays_update={"mu": np.zeros(2)}, fix_checksum=True)
+    with pytest.raises(ValueError, match="inconsistent"):
+        Detector.load(bad)
+    _rewrite(saved, bad, arrays_update={"bank": np.zeros((5, 7), np.float32)}, fix_checksum=True)
+    with pytest.raises(ValueError, match="bank"):
+        Detector.load(bad)
+    _rewrite(saved, bad, arrays_update={"extra": np.zeros(3)})  # undeclared entry
+    with pytest.raises(ValueError, match="do not match"):
+        Detector.load(bad)
+
+
+def test_weights_must_match(fitted: Detector, saved, tmp_path) -> None:
+    other = tmp_path / "other.pth"
+    torch.manual_seed(123)
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), other)
+    with pytest.raises(ValueError, match="differ from those the detector was fitted with"):
+        Detector.load(saved, weights=str(other))
+    same = tmp_path / "same.pth"
+    torch.save(fitted.extractor_._model.state_dict(), same)
+    loaded = Detector.load(saved, weights=str(same))
+    x = _images(2, 4)
+    np.testing.assert_array_equal(loaded.predict(x).score, fitted.predict(x).score)
