@@ -29,7 +29,7 @@ namespace {
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
 constexpr std::size_t kHugePage = std::size_t(2) << 20;
 constexpr std::size_t kMinBytes = std::size_t(4) << 20;
-constexpr std::size_t kMaxKeptBytes = std::size_t(512) << 20;
+constexpr std::size_t kMaxKeptBytes = std::size_t(64) << 20;  // bounded: a library must not hoard memory
 
 struct Block {
   void* data;
