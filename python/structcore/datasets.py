@@ -60,6 +60,7 @@ __all__ = [
     "DatasetSplit",
     "Sample",
     "crop_geometry",
+    "crop_image",
     "list_images",
     "load_dataset",
     "load_folder",
@@ -362,6 +363,35 @@ def load_mask(
     resized = _resize_nearest(mask, new_h, new_w)
     out = np.zeros((crop, crop), dtype=bool)
     # Copy the overlap of [top, top+crop) x [left, left+crop) with the resized mask.
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + crop, new_h), min(left + crop, new_w)
+    if y1 > y0 and x1 > x0:
+        out[y0 - top : y1 - top, x0 - left : x1 - left] = resized[y0:y1, x0:x1]
+    return out
+
+
+def crop_image(image: np.ndarray, *, resize: int = 256, crop: int = 224) -> np.ndarray:
+    """An image in the detector's crop geometry (for overlays of the maps).
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W, 3), uint8
+    resize, crop : int
+        The detector's ``resize`` and ``crop`` (pixels).
+
+    Returns
+    -------
+    ndarray of shape (crop, crop, 3), uint8
+        Bilinear resize of the shorter side to ``resize`` (PIL, as torchvision's ``Resize`` on
+        PIL images), then the centre crop (zero-padded when the crop is larger).
+    """
+    resize = check_int(resize, "resize", low=1)
+    crop = check_int(crop, "crop", low=1)
+    h, w = image.shape[:2]
+    new_h, new_w, top, left = crop_geometry(h, w, resize, crop)
+    im = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    resized = np.asarray(im.resize((new_w, new_h), resample=Image.Resampling.BILINEAR))
+    out = np.zeros((crop, crop, 3), dtype=np.uint8)
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + crop, new_h), min(left + crop, new_w)
     if y1 > y0 and x1 > x0:
