@@ -38,6 +38,17 @@ def test_mask_is_exactly_the_half_covered_pixels(category: str, defect: str) -> 
     assert ys.min() >= 16 and xs.min() >= 16 and ys.max() < 240 and xs.max() < 240
 
 
+@pytest.mark.parametrize("size", [64, 112, 300])
+def test_defects_scale_with_the_image_size(size: int) -> None:
+    for defect in synthetic.DEFECTS:
+        s = synthetic.render("brushed_metal", defect, seed=11, size=size)
+        assert s.image.shape == (size, size, 3) and s.mask.any()
+        ys, xs = np.nonzero(s.mask)
+        border = size * 16 / 256  # outside the 224/256 centre crop
+        assert ys.min() >= border and xs.min() >= border
+        assert ys.max() < size - border and xs.max() < size - border
+
+
 def test_good_images_have_empty_masks_and_vary() -> None:
     a = synthetic.render("woven_fabric", "good", seed=1)
     b = synthetic.render("woven_fabric", "good", seed=2)

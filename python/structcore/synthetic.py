@@ -18,8 +18,9 @@ Each defect is drawn as a coverage map ``alpha`` in [0, 1] (anti-aliased) blende
 texture: ``image = (1 - alpha) * clean + alpha * colour``. The mask is exactly ``alpha >= 0.5``:
 the pixels the defect covers at least half; outside it the defect changes pixels by less than
 half its contrast, and where ``alpha == 0`` the image equals the clean texture bit for bit.
-Defects are placed at least :data:`MARGIN` pixels from the border, so they lie inside the
-detector's 224-pixel centre crop of a 256-pixel image.
+Defects are placed at least ``MARGIN * size / 256`` pixels from the border (defect sizes scale
+with ``size / 256`` too), so they lie inside the detector's default centre crop
+(224 of 256 pixels, the same fraction at other sizes).
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ CATEGORIES: tuple[str, ...] = ("brushed_metal", "woven_fabric", "ceramic_tiles")
 DEFECTS: tuple[str, ...] = ("scratch", "spot", "crack")
 #: Minimum distance (pixels) of a defect's centre line or blob from the image border.
 MARGIN = 40
+
+
+def _margin(size: int) -> float:
+    return MARGIN * size / 256.0
+
 
 _SPLITS = {"train": 0, "test": 1}
 
@@ -159,7 +165,7 @@ def clean_texture(category: str, size: int = 256, *, seed: int | Sequence[int] =
     category : str
         One of :data:`CATEGORIES`.
     size : int
-        Side in pixels (at least 2 * MARGIN + 16).
+        Side in pixels (at least 64).
     seed : int or sequence of int
         Seed of ``numpy.random.default_rng``.
 
@@ -168,7 +174,7 @@ def clean_texture(category: str, size: int = 256, *, seed: int | Sequence[int] =
     ndarray of shape (size, size, 3), float64, values in [0, 1]
     """
     check_choice(category, "category", CATEGORIES)
-    size = check_int(size, "size", low=2 * MARGIN + 16, high=4096)
+    size = check_int(size, "size", low=64, high=4096)
     rgb = _TEXTURES[category](size, np.random.default_rng(seed))
     return np.clip(rgb, 0.0, 1.0)
 
@@ -198,9 +204,10 @@ def _polyline_coverage(points: np.ndarray, width: np.ndarray | float, size: int)
 
 
 def _scratch(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
-    length = rng.uniform(50.0, 110.0)
+    f, m = size / 256.0, _margin(size)
+    length = rng.uniform(50.0, 110.0) * f
     angle = rng.uniform(0, np.pi)
-    cy, cx = rng.uniform(MARGIN + 10, size - MARGIN - 10, 2)
+    cy, cx = rng.uniform(m + 10 * f, size - m - 10 * f, 2)
     d = np.array([np.sin(angle), np.cos(angle)])
     n = np.array([-d[1], d[0]])
     p0 = np.array([cy, cx]) - d * length / 2
@@ -208,7 +215,7 @@ def _scratch(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     p1 = np.array([cy, cx]) + n * rng.uniform(-0.25, 0.25) * length  # Bezier control point
     t = np.linspace(0.0, 1.0, 24)[:, None]
     pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
-    pts = np.clip(pts, MARGIN, size - 1 - MARGIN)
+    pts = np.clip(pts, m, size - 1 - m)
     width = rng.uniform(2.0, 3.5) * np.sin(np.pi * np.linspace(0.08, 0.92, pts.shape[0])) ** 0.3
     alpha = _polyline_coverage(pts, width, size) * rng.uniform(0.8, 1.0)
     colour = rng.choice([rng.uniform(0.88, 0.98), rng.uniform(0.08, 0.2)])
@@ -217,8 +224,9 @@ def _scratch(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
 
 def _spot(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     yy, xx = _grid(size)
-    cy, cx = rng.uniform(MARGIN + 8, size - MARGIN - 8, 2)
-    ry, rx = rng.uniform(6.0, 14.0, 2)
+    f, m = size / 256.0, _margin(size)
+    cy, cx = rng.uniform(m + 8 * f, size - m - 8 * f, 2)
+    ry, rx = rng.uniform(6.0, 14.0, 2) * max(f, 0.5)
     th = rng.uniform(0, np.pi)
     dy, dx = yy - cy, xx - cx
     a = (dy * np.cos(th) - dx * np.sin(th)) / ry
@@ -234,16 +242,18 @@ def _spot(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
 
 
 def _crack(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    f, m = size / 256.0, _margin(size)
+
     def walk(start: np.ndarray, heading: float, steps: int) -> np.ndarray:
         pts = [start]
         for _ in range(steps):
             heading += rng.normal(0, 0.45)
-            step = rng.uniform(3.0, 6.0)
+            step = rng.uniform(3.0, 6.0) * f
             nxt = pts[-1] + step * np.array([np.sin(heading), np.cos(heading)])
-            pts.append(np.clip(nxt, MARGIN, size - 1 - MARGIN))
+            pts.append(np.clip(nxt, m, size - 1 - m))
         return np.array(pts)
 
-    start = rng.uniform(MARGIN + 20, size - MARGIN - 20, 2)
+    start = rng.uniform(m + 20 * f, size - m - 20 * f, 2)
     heading = rng.uniform(0, 2 * np.pi)
     main = walk(start, heading, int(rng.integers(12, 20)))
     alpha = _polyline_coverage(main, rng.uniform(1.8, 3.0), size)
