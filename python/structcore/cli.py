@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sys
+import textwrap
 import time
 import traceback
 from collections.abc import Sequence
@@ -47,6 +48,10 @@ exit status:
 
 Images are files or folders (folder: its image files, not recursive unless -r);
 @FILE reads further arguments from FILE, one per line."""
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(" ".join(text.split()), width=78)
 
 
 class UsageError(Exception):
@@ -157,7 +162,9 @@ def _add_detector(p: argparse.ArgumentParser, *, backbone_default: str | None) -
         "--backbone",
         choices=BACKBONE_NAMES,
         default=backbone_default if backbone_default else argparse.SUPPRESS,
-        help=f"feature backbone (default: {backbone_default or 'the library default'})",
+        metavar="NAME",
+        help=f"feature backbone: {', '.join(BACKBONE_NAMES)} "
+        f"(default: {backbone_default or 'the library default'})",
     )
     g.add_argument("--layers", type=_layers, help="comma-separated layer names")
     g.add_argument(
@@ -273,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "fit",
         help="fit a detector on defect-free images and save it",
-        description="Fit a detector on defect-free images and save it to a model file.",
+        description=_wrap("Fit a detector on defect-free images and save it to a model file."),
         epilog=EPILOG_EXIT,
         formatter_class=fmt,
         fromfile_prefix_chars="@",
@@ -287,8 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "predict",
         help="score images with a saved model (CSV or JSON)",
-        description="Score images with a saved model: per-image scores and decisions as CSV "
-        "(default) or JSON, optional overlay PNGs of the anomaly maps.",
+        description=_wrap(
+            "Score images with a saved model: per-image scores and decisions as CSV "
+            "(default) or JSON, optional overlay PNGs of the anomaly maps."
+        ),
         epilog=EPILOG_EXIT,
         formatter_class=fmt,
         fromfile_prefix_chars="@",
@@ -311,10 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "eval",
         help="fit and evaluate on a data set: metrics.json, results.md, plots",
-        description="For each category: fit on the training images, score the test images, "
-        "and write OUT/metrics.json (image AUROC and F1-max of every score variant, pixel "
-        "AUROC, AUPRO, counts, config), OUT/results.md and per-category scores.csv, "
-        "histograms.png and roc.png.",
+        description=_wrap(
+            "For each category: fit on the training images, score the test images, "
+            "and write OUT/metrics.json (image AUROC and F1-max of every score variant, pixel "
+            "AUROC, AUPRO, counts, config), OUT/results.md and per-category scores.csv, "
+            "histograms.png and roc.png."
+        ),
         epilog=EPILOG_EXIT,
         formatter_class=fmt,
         fromfile_prefix_chars="@",
@@ -327,10 +338,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="the offline demo: synthetic textures with defects, fit + eval",
-        description="Generate the built-in synthetic industrial-texture set (brushed metal, "
-        "woven fabric, ceramic tiles with scratches, spots and cracks), then fit and evaluate "
-        f"with {DEMO_BACKBONE} (weights ship with the package): prints the results table and "
-        "writes the report and plots to --out.",
+        description=_wrap(
+            "Generate the built-in synthetic industrial-texture set (brushed metal, "
+            "woven fabric, ceramic tiles with scratches, spots and cracks), then fit and "
+            f"evaluate with {DEMO_BACKBONE} (weights ship with the package): prints the results "
+            "table and writes the report and plots to --out."
+        ),
         epilog=EPILOG_EXIT,
         formatter_class=fmt,
     )
