@@ -30,7 +30,7 @@ class FakeDetector:
         if kw.get("backbone") == "resnet18" and kw.get("dim") == 7:
             raise ValueError("dim=7 is not supported by this fake")
         self.resize, self.crop, self.kw = resize, crop, kw
-        self.threshold_: float | None = None
+        self.decision_threshold_: float | None = None
 
     def _gray(self, images: list[str]) -> np.ndarray:
         out = []
@@ -44,7 +44,7 @@ class FakeDetector:
             raise RuntimeError("weights unavailable (fake)")
         g = self._gray(images)
         self.mean_ = g.mean(axis=0)
-        self.threshold_ = float(np.abs(g - self.mean_).max() * 1.5)
+        self.decision_threshold_ = float(np.abs(g - self.mean_).max() * 1.5)
         return self
 
     def predict(self, images: list[str], batch_size: int | None = None) -> SimpleNamespace:
@@ -56,10 +56,10 @@ class FakeDetector:
             score_max=smax,
             score_struct=struct,
             score=smax + struct,
-            is_anomalous=smax + struct > self.threshold_,
+            is_anomalous=smax + struct > self.decision_threshold_,
         )
 
-    def variant_scores(self, maps: np.ndarray) -> dict[str, np.ndarray]:
+    def variant_scores(self, maps: np.ndarray, score_max: object = None) -> dict[str, np.ndarray]:
         flat = maps.reshape(len(maps), -1)
         return {
             "max": flat.max(axis=1),
@@ -70,13 +70,15 @@ class FakeDetector:
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as fh:
-            np.savez(fh, mean=self.mean_, thr=self.threshold_, geo=[self.resize, self.crop])
+            np.savez(
+                fh, mean=self.mean_, thr=self.decision_threshold_, geo=[self.resize, self.crop]
+            )
 
     @classmethod
-    def load(cls, path: Path) -> FakeDetector:
+    def load(cls, path: Path, device: object = None) -> FakeDetector:
         z = np.load(path)
         det = cls(int(z["geo"][0]), int(z["geo"][1]))
-        det.mean_, det.threshold_ = z["mean"], float(z["thr"])
+        det.mean_, det.decision_threshold_ = z["mean"], float(z["thr"])
         return det
 
 

@@ -401,11 +401,16 @@ def _detector_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _make_detector(args: argparse.Namespace) -> Any:
+    """A Detector from the options; invalid parameter values are usage errors (exit 2)."""
     kw = _detector_kwargs(args)
     try:
-        return _detector_class()(**kw)
+        det = _detector_class()(**kw)
+        validate = getattr(det, "_validated", None)  # fit's own checks, run before any work
+        if validate is not None:
+            validate()
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
+    return det
 
 
 def _detector_config(det: Any) -> dict[str, Any]:
@@ -518,21 +523,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if fmt is None:
         fmt = "json" if args.output is not None and args.output.suffix.lower() == ".json" else "csv"
     try:
-        det = _detector_class().load(args.model)
+        if args.device is not None:
+            det = _detector_class().load(args.model, device=args.device)
+        else:
+            det = _detector_class().load(args.model)
     except (OSError, ValueError, KeyError) as exc:
         raise RuntimeError(f"cannot load model {args.model}: {exc}") from exc
-    for name in ("device", "threads"):
-        value = getattr(args, name)
-        if value is not None and hasattr(det, name):
-            setattr(det, name, value)
-    threshold = getattr(det, "threshold_", None)
+    if args.threads is not None:
+        det.threads = args.threads
+    if hasattr(det, "progress"):
+        det.progress = False  # the CLI shows one bar over all images
+    threshold = getattr(det, "decision_threshold_", None)
     want_maps = args.overlays is not None
     if want_maps:
         from .datasets import crop_image, read_image
+        from .evaluation import overlay_scale
         from .plots import save_overlay
 
         args.overlays.mkdir(parents=True, exist_ok=True)
-        scale = getattr(det, "map_scale_", None)
+        scale = overlay_scale(det) if getattr(det, "pixel_threshold_", None) else None
     rows: list[dict[str, Any]] = []
     n_failed = 0
     chunk = max(4 * (args.batch_size or 16), 16)
@@ -632,13 +641,7 @@ def _run_eval(args: argparse.Namespace, splits: list[Any], title: str, extra: di
         )
         det_cfg = _detector_config(det)
         if args.overlays > 0:
-            write_overlays(
-                args.out / ds.name / "overlays",
-                res,
-                resize=int(det.resize),
-                crop=int(det.crop),
-                per_class=args.overlays,
-            )
+            write_overlays(args.out / ds.name / "overlays", res, det, per_class=args.overlays)
             res.maps = None
         if args.save_model:
             det.save(args.out / ds.name / "model.npz")

@@ -38,6 +38,7 @@ __all__ = [
     "evaluate",
     "markdown_report",
     "metrics_document",
+    "overlay_scale",
     "write_overlays",
     "write_report",
     "write_scores_csv",
@@ -140,6 +141,8 @@ def evaluate(
         t0 = time.perf_counter()
         detector.fit([str(p) for p in dataset.train])
         timing["fit"] = time.perf_counter() - t0
+    if progress and getattr(detector, "progress", False):
+        detector.progress = False  # one bar over the test set instead of one per chunk
     resize, crop = int(detector.resize), int(detector.crop)
     samples = dataset.test
     labels = np.array([s.label for s in samples], dtype=np.int64)
@@ -155,7 +158,7 @@ def evaluate(
         t0 = time.perf_counter()
         pred = detector.predict([str(s.image) for s in part], batch_size=batch_size)
         t1 = time.perf_counter()
-        variants = dict(detector.variant_scores(pred.maps))
+        variants = dict(detector.variant_scores(pred.maps, pred.score_max))
         t_pred += t1 - t0
         t_var += time.perf_counter() - t1
         variants.setdefault("max", pred.score_max)
@@ -193,7 +196,7 @@ def evaluate(
     metrics["decision"] = _decision_stats(labels, is_anom)
     metrics["counts"] = {**dataset.counts(), "pixel_metric_images": len(pix_maps)}
     metrics["split"] = dataset.split
-    threshold = getattr(detector, "threshold_", None)
+    threshold = getattr(detector, "decision_threshold_", None)
     metrics["threshold"] = None if threshold is None else float(threshold)
     lam = getattr(detector, "lambda_", None)
     if isinstance(lam, (int, float, np.floating)):
@@ -328,20 +331,40 @@ def write_scores_csv(path: str | Path, result: EvalResult) -> Path:
     return path
 
 
+def overlay_scale(detector: Any, maps: np.ndarray | None = None) -> tuple[float, float]:
+    """Colour scale ``(vmin, vmax)`` of map overlays, shared by all images of a run.
+
+    With a fitted :class:`~structcore.Detector`: ``0.5 t`` to ``2 t``, where ``t`` is its
+    pixel threshold (the ``pixel_quantile`` quantile of the train-good calibration pixels), so
+    pixels above what defect-free training images reach show in the upper two thirds of the
+    scale. Otherwise: the minimum and the 99.9th percentile of ``maps``.
+    """
+    t = getattr(detector, "pixel_threshold_", None)
+    if t is not None and float(t) > 0:
+        return 0.5 * float(t), 2.0 * float(t)
+    if maps is None:
+        raise ValueError("overlay_scale needs a fitted detector or maps")
+    return float(np.min(maps)), float(np.quantile(maps, 0.999))
+
+
 def write_overlays(
-    folder: str | Path, result: EvalResult, *, resize: int, crop: int, per_class: int = 3
+    folder: str | Path,
+    result: EvalResult,
+    detector: Any,
+    *,
+    per_class: int = 3,
 ) -> list[Path]:
     """Overlay PNGs for the first ``per_class`` normal and defective test images of a result.
 
-    Needs ``result.maps``; the colour scale is shared: from the lowest map value to the 99.9th
-    percentile of the pixels over all test maps.
+    Needs ``result.maps`` (``evaluate(..., keep_maps=True)``); the colour scale is
+    :func:`overlay_scale`; the ground-truth outline is drawn in white.
     """
     from .plots import save_overlay
 
     if result.maps is None:
         raise ValueError("write_overlays needs an EvalResult evaluated with keep_maps=True")
-    vmin = float(result.maps.min())
-    vmax = float(np.quantile(result.maps[:: max(1, len(result.maps) // 32)], 0.999))
+    resize, crop = int(detector.resize), int(detector.crop)
+    vmin, vmax = overlay_scale(detector, result.maps)
     out: list[Path] = []
     for label in (0, 1):
         idx = [i for i, s in enumerate(result.samples) if s.label == label][:per_class]
