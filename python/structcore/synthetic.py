@@ -14,10 +14,12 @@ Defects (:data:`DEFECTS`)
     ``scratch``: a thin curved line, brighter or darker than the surface; ``spot``: a soft
     elliptical stain; ``crack``: a dark jagged line from a random walk with a branch.
 
-Each defect is drawn as a coverage map ``alpha`` in [0, 1] (anti-aliased) blended into the clean
-texture: ``image = (1 - alpha) * clean + alpha * colour``. The mask is exactly ``alpha >= 0.5``:
-the pixels the defect covers at least half; outside it the defect changes pixels by less than
-half its contrast, and where ``alpha == 0`` the image equals the clean texture bit for bit.
+Each defect is drawn as a coverage map ``c`` in [0, 1] (its anti-aliased footprint) and blended
+into the clean texture with an opacity ``o`` in (0, 1] (how strong it is):
+``image = clean + o * c * (colour - clean)``. The mask is exactly ``c >= 0.5``, the pixels the
+footprint covers at least half; where ``c == 0`` the image equals the clean texture bit for
+bit. Opacities and colours are chosen so that defects are visible but not all blatant (faint
+stains, half-transparent scratches), so max pooling does not trivially reach AUROC 1.
 Defects are placed at least ``MARGIN * size / 256`` pixels from the border (defect sizes scale
 with ``size / 256`` too), so they lie inside the detector's default centre crop
 (224 of 256 pixels, the same fraction at other sizes).
@@ -203,7 +205,7 @@ def _polyline_coverage(points: np.ndarray, width: np.ndarray | float, size: int)
     return cov
 
 
-def _scratch(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def _scratch(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
     f, m = size / 256.0, _margin(size)
     length = rng.uniform(50.0, 110.0) * f
     angle = rng.uniform(0, np.pi)
@@ -217,16 +219,16 @@ def _scratch(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
     pts = np.clip(pts, m, size - 1 - m)
     width = rng.uniform(2.0, 3.5) * np.sin(np.pi * np.linspace(0.08, 0.92, pts.shape[0])) ** 0.3
-    alpha = _polyline_coverage(pts, width, size) * rng.uniform(0.8, 1.0)
-    colour = rng.choice([rng.uniform(0.88, 0.98), rng.uniform(0.08, 0.2)])
-    return alpha, float(colour)
+    cov = _polyline_coverage(pts, width, size)
+    grey = rng.choice([rng.uniform(0.8, 0.95), rng.uniform(0.15, 0.3)])
+    return cov, np.full(3, grey), float(rng.uniform(0.3, 0.65))
 
 
-def _spot(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def _spot(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
     yy, xx = _grid(size)
     f, m = size / 256.0, _margin(size)
     cy, cx = rng.uniform(m + 8 * f, size - m - 8 * f, 2)
-    ry, rx = rng.uniform(6.0, 14.0, 2) * max(f, 0.5)
+    ry, rx = rng.uniform(7.0, 20.0, 2) * max(f, 0.5)
     th = rng.uniform(0, np.pi)
     dy, dx = yy - cy, xx - cx
     a = (dy * np.cos(th) - dx * np.sin(th)) / ry
@@ -236,12 +238,13 @@ def _spot(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     phi = np.arctan2(b, a)
     k = rng.integers(3, 6)
     rim = 1.0 + 0.15 * np.sin(k * phi + rng.uniform(0, 2 * np.pi))
-    alpha = np.clip((rim - r) * min(ry, rx) / 2.0 + 0.5, 0.0, 1.0) * rng.uniform(0.85, 1.0)
-    colour = rng.choice([rng.uniform(0.1, 0.22), rng.uniform(0.3, 0.4)])
-    return alpha, float(colour)
+    cov = np.clip((rim - r) * min(ry, rx) / 2.0 + 0.5, 0.0, 1.0)
+    stains = (np.array([0.45, 0.3, 0.18]), np.array([0.2, 0.2, 0.2]), np.array([0.6, 0.6, 0.45]))
+    colour = stains[int(rng.integers(0, len(stains)))] * rng.uniform(0.9, 1.1)
+    return cov, colour, float(rng.uniform(0.2, 0.5))
 
 
-def _crack(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+def _crack(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
     f, m = size / 256.0, _margin(size)
 
     def walk(start: np.ndarray, heading: float, steps: int) -> np.ndarray:
@@ -256,11 +259,11 @@ def _crack(size: int, rng: np.random.Generator) -> tuple[np.ndarray, float]:
     start = rng.uniform(m + 20 * f, size - m - 20 * f, 2)
     heading = rng.uniform(0, 2 * np.pi)
     main = walk(start, heading, int(rng.integers(12, 20)))
-    alpha = _polyline_coverage(main, rng.uniform(1.8, 3.0), size)
+    cov = _polyline_coverage(main, rng.uniform(1.4, 2.4), size)
     j = int(rng.integers(3, main.shape[0] - 3))
     branch = walk(main[j], heading + rng.choice([-1, 1]) * rng.uniform(0.6, 1.2), 6)
-    alpha = np.maximum(alpha, _polyline_coverage(branch, rng.uniform(1.3, 2.0), size))
-    return alpha, float(rng.uniform(0.05, 0.15))
+    cov = np.maximum(cov, _polyline_coverage(branch, rng.uniform(1.0, 1.6), size))
+    return cov, np.full(3, rng.uniform(0.05, 0.15)), float(rng.uniform(0.55, 0.9))
 
 
 _DEFECTS = {"scratch": _scratch, "spot": _spot, "crack": _crack}
@@ -282,15 +285,16 @@ def draw_defect(
     Returns
     -------
     image : ndarray of shape (size, size, 3), float64 in [0, 1]
-        ``(1 - alpha) * clean + alpha * colour``.
-    alpha : ndarray of shape (size, size), float64 in [0, 1]
-        Coverage; the ground-truth mask is ``alpha >= 0.5``.
+        ``clean + opacity * coverage * (colour - clean)``.
+    coverage : ndarray of shape (size, size), float64 in [0, 1]
+        The defect's footprint; the ground-truth mask is ``coverage >= 0.5``.
     """
     check_choice(defect, "defect", DEFECTS)
     size = clean.shape[0]
-    alpha, colour = _DEFECTS[defect](size, np.random.default_rng(seed))
-    image = (1.0 - alpha[:, :, None]) * clean + alpha[:, :, None] * colour
-    return image, alpha
+    cov, colour, opacity = _DEFECTS[defect](size, np.random.default_rng(seed))
+    w = (opacity * cov)[:, :, None]
+    image = clean + w * (colour[None, None, :] - clean)
+    return image, cov
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -317,7 +321,7 @@ def render(
     -------
     SyntheticSample
         ``image`` equals ``clean`` wherever the defect's coverage is 0, and ``mask`` is
-        ``alpha >= 0.5`` (empty for ``"good"``).
+        ``coverage >= 0.5`` (empty for ``"good"``).
 
     Examples
     --------
