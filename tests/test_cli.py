@@ -287,3 +287,70 @@ def test_eval_several_categories_reports_the_mean(tmp_path: Path, fake: None) ->
     assert doc["image_auroc"]["max"] == pytest.approx(np.mean(per))
     assert doc["counts"]["train"] == 8
     assert "| score | brushed_metal | woven_fabric | mean |" in (out / "results.md").read_text()
+
+
+# ----------------------------------------------------------------------------- the real detector
+
+
+def _kernels_or_skip() -> None:
+    from structcore import kernels
+
+    try:
+        x = np.zeros((2, 4), np.float32)
+        kernels.knn(x, x, 1)
+    except (ImportError, NotImplementedError, AttributeError) as exc:
+        pytest.skip(f"the C++ kernels are not built or not implemented here ({exc})")
+
+
+REAL = [
+    "--backbone",
+    "efficientnet_lite0",  # its weights install with the package: offline
+    "--resize",
+    "96",
+    "--crop",
+    "96",
+    "--folds",
+    "2",
+    "--coreset-ratio",
+    "0.2",
+    "-q",
+]
+
+
+@pytest.mark.filterwarnings("ignore::structcore.calibration.CalibrationWarning")
+def test_real_fit_predict_eval(tiny_mvtec: Path, tmp_path: Path) -> None:
+    _kernels_or_skip()
+    cat = tiny_mvtec / "ceramic_tiles"
+    model = tmp_path / "m.npz"
+    assert cli.main(["fit", str(cat / "train" / "good"), "-o", str(model), *REAL]) == 0
+    out = tmp_path / "p.json"
+    argv = ["predict", str(model), str(cat / "test"), "-r", "-o", str(out), "-q"]
+    assert cli.main([*argv, "--overlays", str(tmp_path / "ov")]) == 0
+    doc = json.loads(out.read_text())
+    assert len(doc["images"]) == 6 and doc["threshold"] is not None
+    assert all(isinstance(r["is_anomalous"], bool) for r in doc["images"])
+    assert len(list((tmp_path / "ov").glob("*.png"))) == 6
+    ev = tmp_path / "ev"
+    argv = ["eval", "--format", "mvtec", "--root", str(tiny_mvtec), "--out", str(ev), *REAL]
+    assert cli.main(argv) == 0
+    m = json.loads((ev / "metrics.json").read_text())
+    assert {"max", "structcore", "struct_only", "paper/l2/auto/crossfit"} <= set(m["image_auroc"])
+    assert m["config"]["detector"]["backbone"] == "efficientnet_lite0"
+    assert m["aupro"] is not None and m["pixel_auroc"] > 0.5
+
+
+@pytest.mark.filterwarnings("ignore::structcore.calibration.CalibrationWarning")
+def test_real_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _kernels_or_skip()
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--categories", "woven_fabric", "--n-train", "6"]
+    argv += ["--n-test-good", "3", "--n-test-defect", "1", *REAL]
+    assert cli.main(argv) == 0
+    assert "| **structcore** |" in capsys.readouterr().out
+    for name in (
+        "metrics.json",
+        "results.md",
+        "woven_fabric/histograms.png",
+        "woven_fabric/roc.png",
+    ):
+        assert (out / name).is_file(), name
