@@ -148,7 +148,12 @@ def _weights(text: str) -> str | None:
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output control")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or messages")
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars or messages on stderr (results still go to stdout)",
+    )
     g.add_argument(
         "--traceback", action="store_true", help="print the full traceback on a runtime error"
     )
@@ -349,10 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("demo set")
     g.add_argument("--categories", type=_layers, help="comma-separated subset of the textures")
-    g.add_argument("--n-train", type=_positive_int, default=40, help="train images/category (40)")
-    g.add_argument("--n-test-good", type=_nonneg_int, default=12, help="normal test images (12)")
+    g.add_argument("--n-train", type=_positive_int, default=30, help="train images/category (30)")
+    g.add_argument("--n-test-good", type=_nonneg_int, default=20, help="normal test images (20)")
     g.add_argument(
-        "--n-test-defect", type=_nonneg_int, default=4, help="test images per defect type (4)"
+        "--n-test-defect", type=_nonneg_int, default=6, help="test images per defect type (6)"
     )
     g.add_argument("--data-seed", type=_nonneg_int, default=0, help="seed of the images (0)")
     _add_report(p, out_default="structcore-demo")
@@ -621,7 +626,7 @@ def _write_predictions(
 
 
 def _run_eval(args: argparse.Namespace, splits: list[Any], title: str, extra: dict) -> int:
-    from .evaluation import evaluate, write_overlays, write_report
+    from .evaluation import evaluate, markdown_report, write_overlays, write_report
 
     results = []
     det_cfg: dict[str, Any] = {}
@@ -648,10 +653,11 @@ def _run_eval(args: argparse.Namespace, splits: list[Any], title: str, extra: di
         results.append(res)
     config = {"detector": det_cfg, **extra}
     doc = write_report(args.out, results, config, plots=not args.no_plots, title=title)
-    if not args.quiet:
-        print((args.out / "results.md").read_text(encoding="utf-8"))
-        print(f"wrote {args.out / 'metrics.json'}, {args.out / 'results.md'}", file=sys.stderr)
-    del doc
+    # The table is the command's output: stdout, also with --quiet (which silences stderr).
+    sys.stdout.write(markdown_report(doc, title, compact=True))
+    sys.stdout.write(f"\n(every score variant: {args.out / 'results.md'})\n")
+    sys.stdout.flush()
+    _log(args, f"wrote {args.out / 'metrics.json'}, {args.out / 'results.md'}")
     return EXIT_OK
 
 

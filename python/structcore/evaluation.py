@@ -267,8 +267,13 @@ def _fmt(v: Any) -> str:
     return "n/a" if v is None else f"{float(v):.4f}"
 
 
-def markdown_report(doc: Mapping[str, Any], title: str = "structcore evaluation") -> str:
-    """A Markdown summary of a :func:`metrics_document`: image and pixel metric tables."""
+def markdown_report(
+    doc: Mapping[str, Any], title: str = "structcore evaluation", *, compact: bool = False
+) -> str:
+    """A Markdown summary of a :func:`metrics_document`: image and pixel metric tables.
+
+    ``compact=True`` keeps only the headline scores (max, structcore, struct_only).
+    """
     cats: list[str] = list(doc["categories"])
     per = doc["per_category"]
     many = len(cats) > 1
@@ -290,6 +295,8 @@ def markdown_report(doc: Mapping[str, Any], title: str = "structcore evaluation"
     lines.append("| score | " + " | ".join(cols) + " |")
     lines.append("|---" * (len(cols) + 1) + "|")
     names = list(doc["image_auroc"])
+    if compact:
+        names = [n for n in names if n in HEADLINE_SCORES]
     for name in names:
         cells = []
         for c in cols:
