@@ -702,7 +702,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "split_seed": args.split_seed,
             "max_train": args.max_train,
         },
-        "command": "structcore " + " ".join(sys.argv[1:]) if sys.argv else "",
+        "command": "structcore " + " ".join(getattr(args, "argv", [])),
     }
     title = f"structcore evaluation: {args.format} {', '.join(s.name for s in splits)}"
     return _run_eval(args, splits, title, extra)
@@ -755,6 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version (0) and usage errors (2)
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    args.argv = argv  # recorded in eval's metrics.json
     try:
         return _COMMANDS[args.command](args)
     except UsageError as exc:
