@@ -344,6 +344,16 @@ def load_mask(
     ndarray of shape (crop, crop), bool
         Nearest-neighbour resize of the shorter side to ``resize``, then the centre crop
         (zero-padded like torchvision when the crop is larger).
+
+    Notes
+    -----
+    The output size and crop offsets are torchvision's (``Resize(resize)``, ``CenterCrop``),
+    so the mask lines up with ``Prediction.maps``. The nearest-neighbour sampling is PIL's,
+    which takes the source pixel under each output pixel's centre (torchvision on PIL masks
+    does the same); :func:`structcore.images.transform_mask` resizes a tensor with torch's
+    legacy ``"nearest"`` (``floor(i * scale)``), which can differ by one pixel along region
+    borders when downscaling. The centre rule matches the half-pixel-centre convention of the
+    bilinear resize applied to the images.
     """
     resize = check_int(resize, "resize", low=1)
     crop = check_int(crop, "crop", low=1)

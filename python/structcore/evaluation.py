@@ -141,7 +141,8 @@ def evaluate(
         t0 = time.perf_counter()
         detector.fit([str(p) for p in dataset.train])
         timing["fit"] = time.perf_counter() - t0
-    if progress and getattr(detector, "progress", False):
+    inner_progress = getattr(detector, "progress", None)
+    if progress and inner_progress:
         detector.progress = False  # one bar over the test set instead of one per chunk
     resize, crop = int(detector.resize), int(detector.crop)
     samples = dataset.test
@@ -177,6 +178,8 @@ def evaluate(
             all_maps.append(maps)
         bar.update(len(part))
     bar.close()
+    if progress and inner_progress:
+        detector.progress = inner_progress
     timing["predict"] = t_pred
     timing["variant_scores"] = t_var
     scores = {k: np.concatenate(v) for k, v in score_parts.items()}
