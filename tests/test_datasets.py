@@ -275,3 +275,24 @@ def test_real_magnetic_tile_split_is_stable(magnetic_tile: Path) -> None:
     assert c["test_good"] == 190 and c["train"] == 952 - 190
     assert c["test_defective"] == 115 + 85 + 57 + 32 + 103
     assert c["test_defective_with_mask"] == c["test_defective"]
+
+
+@pytest.mark.parametrize(("h", "w"), [(512, 512), (373, 248), (900, 900)])
+def test_load_mask_agrees_with_the_detector_geometry(tmp_path: Path, h: int, w: int) -> None:
+    images = pytest.importorskip("structcore.images")
+    pytest.importorskip("torch")
+    m = np.zeros((h, w), np.uint8)
+    m[h // 5 : h // 2, w // 3 : w // 3 + w // 4] = 255
+    m[int(h * 0.7) : int(h * 0.75), 10 : w - 10] = 255
+    Image.fromarray(m).save(tmp_path / "m.png")
+    ours = datasets.load_mask(tmp_path / "m.png", resize=256, crop=224)
+    theirs = images.transform_mask(tmp_path / "m.png", resize=256, crop=224)
+    assert ours.shape == theirs.shape == (224, 224)
+    # Same geometry; the nearest-neighbour conventions differ by at most a pixel at borders.
+    iou = (ours & theirs).sum() / (ours | theirs).sum()
+    assert iou > 0.9
+    # Every disagreement is within one pixel of the other mask: no offset, only rounding.
+    from scipy import ndimage
+
+    assert not (ours & ~ndimage.binary_dilation(theirs)).any()
+    assert not (theirs & ~ndimage.binary_dilation(ours)).any()
