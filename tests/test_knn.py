@@ -338,11 +338,12 @@ def test_threads_identical():
     q = rng.standard_normal((300, 64), dtype=np.float32)
     b = rng.standard_normal((1500, 64), dtype=np.float32)
     b[700:720] = b[100:120]  # duplicates in different bank blocks
-    one = knn(q, b, k=6, threads=1)
-    for t in (2, 3, 7, 4096):  # 4096: capped at the number of work items
-        other = knn(q, b, k=6, threads=t)
-        np.testing.assert_array_equal(one[0], other[0])
-        np.testing.assert_array_equal(one[1], other[1])
+    for bank in (b, b.astype(np.float16)):
+        one = knn(q, bank, k=6, threads=1)
+        for t in (2, 3, 7, 4096):  # 4096: capped at the number of work items
+            other = knn(q, bank, k=6, threads=t)
+            np.testing.assert_array_equal(one[0], other[0])
+            np.testing.assert_array_equal(one[1], other[1])
 
 
 def test_python_threads_concurrent():
