@@ -17,12 +17,12 @@ import structcore
 from structcore import _core, reference
 from structcore.kernels import knn
 
-LEVELS = [
-    lv
-    for lv in ("scalar", "avx2", "avx512")
-    if ("scalar", "avx2", "avx512").index(lv)
-    <= ("scalar", "avx2", "avx512").index(_core.simd_level())
-]
+_ORDER = ("scalar", "avx2", "avx512")
+LEVELS = [lv for lv in _ORDER if _ORDER.index(lv) <= _ORDER.index(_core.simd_level())]
+# the experimental AVX-512 BF16 candidate pass (exact re-ranking) where the CPU has it
+HAS_BF16 = "+bf16" in _core.build_info()
+if HAS_BF16:
+    LEVELS.append("avx512bf16")
 
 
 def run_level(q, b, k, level, threads=0):
@@ -406,3 +406,37 @@ def test_simd_env_override(level):
     )
     expected = level if level in LEVELS else _core.simd_level()
     assert out.stdout.strip() == expected
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="CPU without AVX-512 BF16")
+@given(case=knn_case())
+def test_bf16_candidates_exact_hypothesis(case):
+    # every candidate within the proven bf16 bound is re-ranked exactly: same as the oracle
+    q, b, k = case
+    if q.shape[0] == 0:
+        return
+    d, i = run_level(q, b, k, "avx512bf16")
+    ref_d, ref_i = reference.knn(q, b, k)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(d, ref_d)
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="CPU without AVX-512 BF16")
+def test_bf16_candidates_exact_structured():
+    # PatchCore-like data: non-negative, large norms, small NN distances, near-duplicates
+    rng = np.random.default_rng(11)
+    centers = np.abs(rng.standard_normal((40, 256))).astype(np.float32) * 3
+    b = centers[rng.integers(0, 40, 3000)] + 0.05 * rng.standard_normal((3000, 256))
+    q = centers[rng.integers(0, 40, 150)] + 0.05 * rng.standard_normal((150, 256))
+    b, q = b.astype(np.float32), q.astype(np.float32)
+    b[1000:1010] = b[:10]
+    for k in (1, 9):
+        ref_d, ref_i = reference.knn(q, b, k)
+        for bank in (b, b.astype(np.float16)):
+            d, i = run_level(q, bank, k, "avx512bf16", threads=2)
+            if bank.dtype == np.float32:
+                np.testing.assert_array_equal(i, ref_i)
+                np.testing.assert_array_equal(d, ref_d)
+            d1, i1 = run_level(q, bank, k, "avx512bf16", threads=1)
+            np.testing.assert_array_equal(i, i1)
+            np.testing.assert_array_equal(d, d1)

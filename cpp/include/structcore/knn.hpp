@@ -76,6 +76,23 @@ void knn_f16(const float* queries, std::int64_t n_queries, const std::uint16_t* 
              std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
              std::int64_t* indices, int threads, SimdLevel level = simd_level());
 
+/// Experimental (issue 2 stretch goal; AVX-512 BF16 CPUs only, else std::invalid_argument):
+/// same contract as knn() / knn_f16(), but the candidate pass uses bf16-rounded values
+/// (vdpbf16ps, float32 accumulation) and a proven bound E(q, b) with
+///     L = d2~ - E <= |q - b|^2 <= d2~ + E = U,
+///     E = c1 |q||b| + c2 (|q|^2 + |b|^2) + c3,  c1 = 2.02 ((2 v + v^2)(1 + g) + g),
+///     c2 = 1.01 gamma_{D+10} + 8 u,  c3 = D 2^-120 A^2,  v = 2^-8, u = 2^-24, g = gamma_D
+/// (the v terms: bf16 rounding of both operands; g: float32 accumulation; c3: bf16/ftz
+/// flushing of values below 2^-126 A). Every bank row with L <= (k-th smallest U) is
+/// re-ranked exactly (double), so the result is the exact ranking of the double-precision
+/// distances (no near-tie caveat), whatever the bound's slack; slack only costs re-ranking.
+void knn_bf16(const float* queries, std::int64_t n_queries, const float* bank,
+              std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+              std::int64_t* indices, int threads);
+void knn_f16_bf16(const float* queries, std::int64_t n_queries, const std::uint16_t* bank_f16,
+                  std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+                  std::int64_t* indices, int threads);
+
 /// Exact float32 value of an IEEE binary16 bit pattern (subnormals, inf, NaN included).
 float half_to_float(std::uint16_t h) noexcept;
 
