@@ -505,6 +505,12 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
   AlignedFloats Ut_all(static_cast<std::size_t>(T * MR * NR));
   AlignedFloats bn_all(static_cast<std::size_t>(T * NC)), br_all(static_cast<std::size_t>(T * NC));
   const std::size_t prune_at = static_cast<std::size_t>(16 * k + 64);
+  // A query whose candidate list still exceeds this after pruning (masses of near-equal
+  // distances, e.g. duplicated rows) leaves the bf16 path and is redone by the float32 path:
+  // memory stays bounded by threads * batch * cand_cap entries.
+  const std::size_t cand_cap = static_cast<std::size_t>(512 + 16 * k);
+  std::vector<char> over(static_cast<std::size_t>(T * batch_rows));
+  std::vector<char> redo(static_cast<std::size_t>(batch_rows));
 
   for (std::int64_t q0 = 0; q0 < nq; q0 += QB) {
     const std::int64_t qcount = std::min(QB, nq - q0);
@@ -516,6 +522,8 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
     std::fill(ubuf.begin(), ubuf.end(), std::numeric_limits<float>::infinity());
     std::fill(tau.begin(), tau.end(), std::numeric_limits<float>::infinity());
     for (auto& c : cands) c.clear();
+    std::fill(over.begin(), over.end(), 0);
+    std::fill(redo.begin(), redo.end(), 0);
 
     OmpExceptionCapture cap;
 #pragma omp parallel num_threads(T)
@@ -547,6 +555,7 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
         std::int64_t* myi = dummy.data() + t * batch_rows * k;
         float* mytau = tau.data() + t * batch_rows;
         auto* mycand = cands.data() + t * batch_rows;
+        char* myover = over.data() + t * batch_rows;
         std::int64_t packed_bb = -1;
 #pragma omp for schedule(dynamic, 1) nowait
         for (std::int64_t it = 0; it < n_items; ++it) {
@@ -598,6 +607,7 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
                     const int i = __builtin_ctz(mask);
                     mask &= mask - 1;
                     const std::int64_t q = qi0 + i;
+                    if (myover[q]) continue;
                     const float* lrow = tile + i * NR;
                     const float* urow = Ut + i * NR;
                     auto& cl = mycand[q];
@@ -615,6 +625,10 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
                       cl.erase(std::remove_if(cl.begin(), cl.end(),
                                               [tq](const auto& c) { return c.first > tq; }),
                                cl.end());
+                      if (cl.size() > cand_cap) {
+                        myover[q] = 1;
+                        std::vector<std::pair<float, std::int64_t>>().swap(cl);
+                      }
                     }
                   }
                 }
@@ -627,6 +641,11 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
 #pragma omp for schedule(dynamic, 16)
       for (std::int64_t q = 0; q < qcount; ++q) {
         cap.run([&] {
+          for (int t = 0; t < T; ++t)
+            if (over[static_cast<std::size_t>(t * batch_rows + q)]) {
+              redo[static_cast<std::size_t>(q)] = 1;
+              return;
+            }
           std::vector<float> us;
           us.reserve(static_cast<std::size_t>(T * k));
           for (int t = 0; t < T; ++t)
@@ -654,6 +673,23 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
       }
     }
     cap.rethrow();
+    // queries that overflowed their candidate budget: the float32 path
+    std::vector<std::int64_t> rows;
+    for (std::int64_t q = 0; q < qcount; ++q)
+      if (redo[static_cast<std::size_t>(q)]) rows.push_back(q0 + q);
+    if (!rows.empty()) {
+      const std::int64_t n = static_cast<std::int64_t>(rows.size());
+      std::vector<float> sub(static_cast<std::size_t>(n * dim)), sd(static_cast<std::size_t>(n * k));
+      std::vector<std::int64_t> si(static_cast<std::size_t>(n * k));
+      for (std::int64_t r = 0; r < n; ++r)
+        std::copy(queries + rows[r] * dim, queries + (rows[r] + 1) * dim, sub.data() + r * dim);
+      knn_driver(sub.data(), n, bank, nb, dim, k, sd.data(), si.data(), threads,
+                 SimdLevel::AVX512);
+      for (std::int64_t r = 0; r < n; ++r) {
+        std::copy(sd.data() + r * k, sd.data() + (r + 1) * k, distances + rows[r] * k);
+        std::copy(si.data() + r * k, si.data() + (r + 1) * k, indices + rows[r] * k);
+      }
+    }
   }
 }
 #endif
