@@ -731,4 +731,6 @@ void knn_f16_bf16(const float* queries, std::int64_t n_queries, const std::uint1
 #endif
 }
 
+bool knn_prefers_bf16(std::int64_t k) noexcept { return k <= 64 && cpu_has_avx512_bf16(); }
+
 }  // namespace structcore
