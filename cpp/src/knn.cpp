@@ -165,26 +165,47 @@ Kernels select_kernels(SimdLevel level) {
   return knn_detail::kernels_scalar();
 }
 
+// All 65536 binary16 values as float (256 KiB, built once, thread-safe): the exact
+// re-ranking reads float16 banks through it instead of converting bit by bit.
+const float* half_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (std::uint32_t h = 0; h < 65536; ++h) t[h] = half_to_float(static_cast<std::uint16_t>(h));
+    return t;
+  }();
+  return table.data();
+}
+
 inline double to_double(float x) { return static_cast<double>(x); }
-inline double to_double(std::uint16_t h) { return static_cast<double>(half_to_float(h)); }
+
+template <class BankT>
+struct ToDouble {
+  double operator()(BankT x) const { return static_cast<double>(x); }
+};
+template <>
+struct ToDouble<std::uint16_t> {
+  const float* table = half_table();
+  double operator()(std::uint16_t h) const { return static_cast<double>(table[h]); }
+};
 
 template <class BankT>
 double exact_d2(const float* q, const BankT* b, std::int64_t dim) {
   // Four interleaved accumulators (fixed order: deterministic, and independent chains).
+  const ToDouble<BankT> bd;
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   std::int64_t p = 0;
   for (; p + 4 <= dim; p += 4) {
-    const double d0 = to_double(q[p]) - to_double(b[p]);
-    const double d1 = to_double(q[p + 1]) - to_double(b[p + 1]);
-    const double d2 = to_double(q[p + 2]) - to_double(b[p + 2]);
-    const double d3 = to_double(q[p + 3]) - to_double(b[p + 3]);
+    const double d0 = to_double(q[p]) - bd(b[p]);
+    const double d1 = to_double(q[p + 1]) - bd(b[p + 1]);
+    const double d2 = to_double(q[p + 2]) - bd(b[p + 2]);
+    const double d3 = to_double(q[p + 3]) - bd(b[p + 3]);
     s0 += d0 * d0;
     s1 += d1 * d1;
     s2 += d2 * d2;
     s3 += d3 * d3;
   }
   for (; p < dim; ++p) {
-    const double d = to_double(q[p]) - to_double(b[p]);
+    const double d = to_double(q[p]) - bd(b[p]);
     s0 += d * d;
   }
   return (s0 + s1) + (s2 + s3);
