@@ -102,36 +102,71 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small shapes, fewer rounds")
-    ap.add_argument("--rounds", type=int, default=None, help="timing rounds (median)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "knn.json")
-    args = ap.parse_args()
+def patchcore_features(n_bank: int) -> tuple[np.ndarray, np.ndarray]:
+    """Real PatchCore features: MobileNetV2 (features.6 + features.13, 3x3 average,
+    bilinear upsampling, channel pooling to 1024) of MVTec AD bottle from ../shared.
 
+    Returns (queries, bank): the 784 patches of one defective test image and the first
+    ``n_bank`` patches of the train/good images.
+    """
+    shared = Path(__file__).resolve().parents[1].parent / "shared"
+    os.environ.setdefault("TORCH_HOME", str(shared / "weights"))
+    import torch
+    import torchvision
+    from PIL import Image
+    from torchvision import transforms
+
+    root = shared / "datasets" / "mvtec_ad" / "bottle"
+    model = torchvision.models.mobilenet_v2(weights="IMAGENET1K_V1").eval()
+    tf = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
+
+    def features(paths: list[Path]) -> np.ndarray:
+        x = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
+        maps = {}
+        with torch.no_grad():
+            for i, layer in enumerate(model.features[:14]):
+                x = layer(x)
+                if i in (6, 13):
+                    maps[i] = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+            deep = torch.nn.functional.interpolate(
+                maps[13], size=maps[6].shape[-2:], mode="bilinear", align_corners=False
+            )
+            f = torch.cat([maps[6], deep], 1).permute(0, 2, 3, 1).reshape(-1, 128)
+            f = torch.nn.functional.adaptive_avg_pool1d(f[:, None, :], 1024)[:, 0]
+        return f.numpy().astype(np.float32)
+
+    train = sorted((root / "train" / "good").glob("*.png"))
+    n_img = -(-n_bank // 784)
+    bank = features(train[:n_img])[:n_bank]
+    queries = features([sorted((root / "test" / "broken_large").glob("*.png"))[0]])
+    return np.ascontiguousarray(queries), np.ascontiguousarray(bank)
+
+
+def run_dataset(
+    label: str, queries: np.ndarray, bank: np.ndarray, rounds: int, ref_q: int, peak: dict
+) -> list[dict]:
+    """Time every implementation on one (queries, bank) pair for k = 1 and 9."""
     import faiss
     from threadpoolctl import threadpool_limits
 
-    if args.quick:
-        n_q, n_b, dim, rounds, ref_q, peak_n = 196, 4096, 1024, 3, 4, 1024
-    else:
-        n_q, n_b, dim, rounds, ref_q, peak_n = 784, 16384, 1024, 5, 8, 2048
-    rounds = args.rounds or rounds
+    from structcore import _core
+
+    n_q, dim = queries.shape
+    n_b = bank.shape[0]
     flops = 2.0 * n_q * n_b * dim
-
-    print(structcore.build_info())
-    peak = sgemm_peak(peak_n, 5 if args.quick else 7)
-    print(
-        f"single-thread SGEMM peak (numpy/OpenBLAS {peak['blas']}): "
-        f"{peak['gflops']:.1f} GFLOP/s (median), {peak['best_gflops']:.1f} (best)"
-    )
-
-    rng = np.random.default_rng(0)
-    queries = rng.standard_normal((n_q, dim), dtype=np.float32)
-    bank = rng.standard_normal((n_b, dim), dtype=np.float32)
     bank16 = bank.astype(np.float16)
+    bank16u = bank16.view(np.uint16)
     index = faiss.IndexFlatL2(dim)
     index.add(bank)
+    default_is_bf16 = "+bf16" in _core.build_info()
+    shape = f"{label}: {n_q}x{dim} vs {n_b}x{dim}"
 
     rows: list[dict] = []
     for k in (1, 9):
@@ -145,11 +180,23 @@ def main() -> None:
             with threadpool_limits(1):
                 return numpy_blas_knn(queries, bank, k)
 
+        # "f32 path": the float32 norms-trick kernels (private level, clamped to the CPU);
+        # "default": structcore.kernels.knn as users call it (the bf16 candidate pass with
+        # exact re-ranking on AVX-512 BF16 CPUs, else the f32 path).
         impls: dict[str, tuple[int, Callable[[], tuple]]] = {
-            "structcore f32": (1, lambda k=k: knn(queries, bank, k, threads=1)),
-            "structcore f32 2T": (2, lambda k=k: knn(queries, bank, k, threads=2)),
-            "structcore f16 bank": (1, lambda k=k: knn(queries, bank16, k, threads=1)),
-            "structcore f16 bank 2T": (2, lambda k=k: knn(queries, bank16, k, threads=2)),
+            "structcore f32 path": (1, lambda k=k: _core.knn(queries, bank, k, 1, "avx512")),
+            "structcore f32 path 2T": (2, lambda k=k: _core.knn(queries, bank, k, 2, "avx512")),
+            "structcore f32 path, f16 bank": (
+                1,
+                lambda k=k: _core.knn_f16(queries, bank16u, k, 1, "avx512"),
+            ),
+            "structcore f32 path, f16 b. 2T": (
+                2,
+                lambda k=k: _core.knn_f16(queries, bank16u, k, 2, "avx512"),
+            ),
+            "structcore default": (1, lambda k=k: knn(queries, bank, k, threads=1)),
+            "structcore default 2T": (2, lambda k=k: knn(queries, bank, k, threads=2)),
+            "structcore default, f16 bank": (1, lambda k=k: knn(queries, bank16, k, threads=1)),
             "faiss IndexFlatL2": (1, lambda: faiss_run(1)),
             "faiss IndexFlatL2 2T": (2, lambda: faiss_run(2)),
             "numpy BLAS (norms trick)": (1, blas_run),
@@ -170,7 +217,7 @@ def main() -> None:
         _, ref_i = reference.knn(queries[:ref_q], bank, k)
         ref_time = (time.perf_counter() - t0) * n_q / ref_q
 
-        sc_i = outputs["structcore f32"][1]
+        sc_i = outputs["structcore f32 path"][1]
         med = {name: statistics.median(ts) for name, ts in times.items()}
         best = {name: min(ts) for name, ts in times.items()}
         med["reference (scaled)"] = ref_time
@@ -179,7 +226,7 @@ def main() -> None:
             threads = impls[name][0] if name in impls else 1
             faiss_same = med["faiss IndexFlatL2 2T" if threads == 2 else "faiss IndexFlatL2"]
             row = {
-                "shape": f"{n_q}x{dim} vs {n_b}x{dim}",
+                "shape": shape,
                 "k": k,
                 "implementation": name,
                 "threads": threads,
@@ -197,45 +244,130 @@ def main() -> None:
                 row["indices_equal_structcore_f32"] = float(np.mean(outputs[name][1] == sc_i))
             else:
                 row["indices_equal_structcore_f32"] = float(np.mean(ref_i == sc_i[:ref_q]))
+            if name == "reference (scaled)":
+                # exact oracle vs the default path on the subset
+                row["indices_equal_default"] = float(
+                    np.mean(ref_i == outputs["structcore default"][1][:ref_q])
+                )
             rows.append(row)
-        for kind in ("f32", "f16 bank"):
-            one, two = med[f"structcore {kind}"], med[f"structcore {kind} 2T"]
-            rows.append(
-                {
-                    "shape": rows[-1]["shape"],
-                    "k": k,
-                    "implementation": f"structcore {kind}: 2 threads / 1 thread",
-                    "speedup": one / two,
-                }
-            )
+        ratios = [
+            (
+                "structcore f32 path: 2 threads / 1 thread",
+                "structcore f32 path",
+                "structcore f32 path 2T",
+            ),
+            (
+                "structcore default: 2 threads / 1 thread",
+                "structcore default",
+                "structcore default 2T",
+            ),
+            (
+                "structcore f32 path: f16 bank / f32 bank (1 thread)",
+                "structcore f32 path",
+                "structcore f32 path, f16 bank",
+            ),
+            (
+                "structcore default: f16 bank / f32 bank (1 thread)",
+                "structcore default",
+                "structcore default, f16 bank",
+            ),
+            (
+                "structcore default / f32 path (1 thread, CPU time)",
+                "structcore f32 path",
+                "structcore default",
+            ),
+            (
+                "structcore f32 path / faiss (1 thread, CPU time)",
+                "faiss IndexFlatL2",
+                "structcore f32 path",
+            ),
+            (
+                "structcore default / faiss (1 thread, CPU time)",
+                "faiss IndexFlatL2",
+                "structcore default",
+            ),
+        ]
+        for label_r, slow, fast in ratios:
+            use_cpu = "CPU time" in label_r
+            a = statistics.median(cpu[slow]) if use_cpu else med[slow]
+            b = statistics.median(cpu[fast]) if use_cpu else med[fast]
+            rows.append({"shape": shape, "k": k, "implementation": label_r, "speedup": a / b})
         rows.append(
             {
-                "shape": rows[-1]["shape"],
+                "shape": shape,
                 "k": k,
-                "implementation": "structcore f16 bank / f32 speed (1 thread)",
-                "speedup": med["structcore f32"] / med["structcore f16 bank"],
+                "default_is_bf16_candidates": default_is_bf16,
+                "implementation": "default: indices identical to the f32 path",
+                "fraction": float(np.mean(outputs["structcore default"][1] == sc_i)),
             }
         )
+    return rows
 
+
+def print_rows(rows: list[dict], rounds: int) -> None:
     header = (
-        f"{'k':>2} {'implementation':<27} {'thr':>3} {'median s':>9} {'GFLOP/s':>8} "
+        f"{'k':>2} {'implementation':<31} {'thr':>3} {'median s':>9} {'GFLOP/s':>8} "
         f"{'%peak':>6} {'x faiss':>8} {'x ref':>8} {'=idx':>6} {'best GF/s':>9} {'cpu GF/s':>8}"
     )
-    print(f"\nshape: queries {n_q}x{dim}, bank {n_b}x{dim}; {rounds} rounds, medians")
-    print(header)
-    print("-" * len(header))
+    shape = None
     for r in rows:
+        if r["shape"] != shape:
+            shape = r["shape"]
+            print(f"\n{shape}; {rounds} rounds, medians")
+            print(header)
+            print("-" * len(header))
         if "speedup" in r:
             print(f"{r['k']:>2} {r['implementation']:<60} {r['speedup']:.2f}x")
             continue
+        if "fraction" in r:
+            print(f"{r['k']:>2} {r['implementation']:<60} {r['fraction']:.4f}")
+            continue
         cpu_s = r["cpu_s"]
-        cpu_gf = f"{flops / cpu_s / 1e9:.1f}" if r["threads"] == 1 and cpu_s else "-"
+        flops = r["gflops"] * r["median_s"]
+        cpu_gf = f"{flops / cpu_s:.1f}" if r["threads"] == 1 and cpu_s else "-"
         print(
-            f"{r['k']:>2} {r['implementation']:<27} {r['threads']:>3} {r['median_s']:>9.4f} "
+            f"{r['k']:>2} {r['implementation']:<31} {r['threads']:>3} {r['median_s']:>9.4f} "
             f"{r['gflops']:>8.1f} {r['pct_sgemm_peak']:>6.1f} "
             f"{r['speed_vs_faiss_same_threads']:>8.2f} {r['speed_vs_reference']:>8.1f} "
             f"{r['indices_equal_structcore_f32']:>6.3f} {r['best_gflops']:>9.1f} {cpu_gf:>8}"
         )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes, fewer rounds")
+    ap.add_argument("--rounds", type=int, default=None, help="timing rounds (median)")
+    ap.add_argument(
+        "--real",
+        action="store_true",
+        help="also real PatchCore features (MobileNetV2, MVTec AD bottle from ../shared)",
+    )
+    ap.add_argument("--out", type=Path, default=RESULTS / "knn.json")
+    args = ap.parse_args()
+
+    import faiss
+
+    if args.quick:
+        n_q, n_b, dim, rounds, ref_q, peak_n = 196, 4096, 1024, 3, 4, 1024
+    else:
+        n_q, n_b, dim, rounds, ref_q, peak_n = 784, 16384, 1024, 5, 8, 2048
+    rounds = args.rounds or rounds
+
+    print(structcore.build_info())
+    peak = sgemm_peak(peak_n, 5 if args.quick else 7)
+    print(
+        f"single-thread SGEMM peak (numpy/OpenBLAS {peak['blas']}): "
+        f"{peak['gflops']:.1f} GFLOP/s (median), {peak['best_gflops']:.1f} (best)"
+    )
+
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((n_q, dim), dtype=np.float32)
+    bank = rng.standard_normal((n_b, dim), dtype=np.float32)
+    rows = run_dataset("gaussian", queries, bank, rounds, ref_q, peak)
+    if args.real:
+        rq, rb = patchcore_features(n_b)
+        rows += run_dataset("MobileNetV2 bottle features", rq[:n_q], rb, rounds, ref_q, peak)
+    print_rows(rows, rounds)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -17,12 +18,12 @@ import structcore
 from structcore import _core, reference
 from structcore.kernels import knn
 
-LEVELS = [
-    lv
-    for lv in ("scalar", "avx2", "avx512")
-    if ("scalar", "avx2", "avx512").index(lv)
-    <= ("scalar", "avx2", "avx512").index(_core.simd_level())
-]
+_ORDER = ("scalar", "avx2", "avx512")
+LEVELS = [lv for lv in _ORDER if _ORDER.index(lv) <= _ORDER.index(_core.simd_level())]
+# the experimental AVX-512 BF16 candidate pass (exact re-ranking) where the CPU has it
+HAS_BF16 = "+bf16" in _core.build_info()
+if HAS_BF16:
+    LEVELS.append("avx512bf16")
 
 
 def run_level(q, b, k, level, threads=0):
@@ -338,11 +339,12 @@ def test_threads_identical():
     q = rng.standard_normal((300, 64), dtype=np.float32)
     b = rng.standard_normal((1500, 64), dtype=np.float32)
     b[700:720] = b[100:120]  # duplicates in different bank blocks
-    one = knn(q, b, k=6, threads=1)
-    for t in (2, 3, 7, 4096):  # 4096: capped at the number of work items
-        other = knn(q, b, k=6, threads=t)
-        np.testing.assert_array_equal(one[0], other[0])
-        np.testing.assert_array_equal(one[1], other[1])
+    for bank in (b, b.astype(np.float16)):
+        one = knn(q, bank, k=6, threads=1)
+        for t in (2, 3, 7, 4096):  # 4096: capped at the number of work items
+            other = knn(q, bank, k=6, threads=t)
+            np.testing.assert_array_equal(one[0], other[0])
+            np.testing.assert_array_equal(one[1], other[1])
 
 
 def test_python_threads_concurrent():
@@ -405,3 +407,59 @@ def test_simd_env_override(level):
     )
     expected = level if level in LEVELS else _core.simd_level()
     assert out.stdout.strip() == expected
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="CPU without AVX-512 BF16")
+@given(case=knn_case())
+def test_bf16_candidates_exact_hypothesis(case):
+    # every candidate within the proven bf16 bound is re-ranked exactly: same as the oracle
+    q, b, k = case
+    if q.shape[0] == 0:
+        return
+    d, i = run_level(q, b, k, "avx512bf16")
+    ref_d, ref_i = reference.knn(q, b, k)
+    np.testing.assert_allclose(d, ref_d, rtol=1e-6, atol=0)
+    for r in np.flatnonzero((i != ref_i).any(axis=1)):
+        # Only rows at the same distance up to double rounding (different summation orders
+        # of mathematically equal sums) may trade places.
+        exact = [math.fsum(((q[r].astype(np.float64) - b[j]) ** 2).tolist()) for j in i[r]]
+        exact_ref = [math.fsum(((q[r].astype(np.float64) - b[j]) ** 2).tolist()) for j in ref_i[r]]
+        np.testing.assert_allclose(exact, exact_ref, rtol=1e-12, atol=0)
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="CPU without AVX-512 BF16")
+def test_bf16_candidates_exact_structured():
+    # PatchCore-like data: non-negative, large norms, small NN distances, near-duplicates
+    rng = np.random.default_rng(11)
+    centers = np.abs(rng.standard_normal((40, 256))).astype(np.float32) * 3
+    b = centers[rng.integers(0, 40, 3000)] + 0.05 * rng.standard_normal((3000, 256))
+    q = centers[rng.integers(0, 40, 150)] + 0.05 * rng.standard_normal((150, 256))
+    b, q = b.astype(np.float32), q.astype(np.float32)
+    b[1000:1010] = b[:10]
+    for k in (1, 9):
+        ref_d, ref_i = reference.knn(q, b, k)
+        for bank in (b, b.astype(np.float16)):
+            d, i = run_level(q, bank, k, "avx512bf16", threads=2)
+            if bank.dtype == np.float32:
+                np.testing.assert_array_equal(i, ref_i)
+                np.testing.assert_array_equal(d, ref_d)
+            d1, i1 = run_level(q, bank, k, "avx512bf16", threads=1)
+            np.testing.assert_array_equal(i, i1)
+            np.testing.assert_array_equal(d, d1)
+
+
+@pytest.mark.skipif(not HAS_BF16, reason="CPU without AVX-512 BF16")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_candidate_overflow_falls_back(threads):
+    # thousands of equidistant rows overflow the candidate budget: float32 path takes over
+    rng = np.random.default_rng(12)
+    row = rng.standard_normal(48).astype(np.float32)
+    b = np.tile(row, (3000, 1))
+    b[1500] += 1.0
+    q = np.stack([row + 0.01, rng.standard_normal(48).astype(np.float32)])
+    for k in (1, 4):
+        d, i = run_level(q, b, k, "avx512bf16", threads=threads)
+        d32, i32 = run_level(q, b, k, "avx512", threads=threads)
+        np.testing.assert_array_equal(i, i32)
+        np.testing.assert_array_equal(d, d32)
+        assert i[0].tolist() == list(range(k))

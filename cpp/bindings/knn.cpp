@@ -61,6 +61,11 @@ void bind_knn(py::module_& m) {
   m.def(
       "knn",
       [](const F32& queries, const F32& bank, std::int64_t k, int threads, const std::string& level) {
+        if (level == "avx512bf16" || (level.empty() && structcore::knn_prefers_bf16(k)))
+          return run(queries, bank, k, threads, "", [](auto q, auto nq, auto b, auto nb, auto d,
+                                                      auto kk, auto di, auto ii, auto th, auto) {
+            structcore::knn_bf16(q, nq, b, nb, d, kk, di, ii, th);
+          });
         return run(queries, bank, k, threads, level,
                    [](auto... a) { structcore::knn(a...); });
       },
@@ -69,10 +74,18 @@ void bind_knn(py::module_& m) {
       "Exact kNN, float32 bank (no validation of finiteness: use structcore.kernels.knn). "
       "queries (Q, D) float32 C-contiguous, bank (M, D) float32 C-contiguous, 1 <= k <= M; "
       "returns (distances (Q, k) float32 ascending, indices (Q, k) int64). threads <= 0: all. "
-      "level: '' (auto), 'scalar', 'avx2' or 'avx512' (clamped to the CPU).");
+      "level: '' (auto: the bf16 candidate path where knn_prefers_bf16(k), else the widest "
+      "float32 path), 'scalar', 'avx2' or 'avx512' (float32 path, clamped to the CPU), or "
+      "'avx512bf16' (bf16 candidate pass + exact re-ranking; ValueError on CPUs without "
+      "AVX-512 BF16).");
   m.def(
       "knn_f16",
       [](const F32& queries, const F16& bank, std::int64_t k, int threads, const std::string& level) {
+        if (level == "avx512bf16" || (level.empty() && structcore::knn_prefers_bf16(k)))
+          return run(queries, bank, k, threads, "", [](auto q, auto nq, auto b, auto nb, auto d,
+                                                      auto kk, auto di, auto ii, auto th, auto) {
+            structcore::knn_f16_bf16(q, nq, b, nb, d, kk, di, ii, th);
+          });
         return run(queries, bank, k, threads, level,
                    [](auto... a) { structcore::knn_f16(a...); });
       },

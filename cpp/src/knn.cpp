@@ -143,15 +143,17 @@ constexpr std::int64_t kMCPanels = 8;  // query rows per block = 8 MR (packed bl
 constexpr std::int64_t kNC = 256;      // bank rows per packed block (D x NC floats ~ L2/L3)
 constexpr std::int64_t kQBatch = 2048; // queries packed at a time (bounds the packed copy)
 
-struct AlignedFloats {
-  float* p = nullptr;
-  explicit AlignedFloats(std::size_t n)
-      : p(static_cast<float*>(::operator new[](std::max<std::size_t>(n, 1) * sizeof(float),
-                                                std::align_val_t(64)))) {}
-  ~AlignedFloats() { ::operator delete[](p, std::align_val_t(64)); }
-  AlignedFloats(const AlignedFloats&) = delete;
-  AlignedFloats& operator=(const AlignedFloats&) = delete;
+template <class T>
+struct AlignedArray {  // 64-byte aligned, uninitialised
+  T* p = nullptr;
+  explicit AlignedArray(std::size_t n)
+      : p(static_cast<T*>(::operator new[](std::max<std::size_t>(n, 1) * sizeof(T),
+                                            std::align_val_t(64)))) {}
+  ~AlignedArray() { ::operator delete[](p, std::align_val_t(64)); }
+  AlignedArray(const AlignedArray&) = delete;
+  AlignedArray& operator=(const AlignedArray&) = delete;
 };
+using AlignedFloats = AlignedArray<float>;
 
 Kernels select_kernels(SimdLevel level) {
   const SimdLevel cpu = simd_level();
@@ -163,26 +165,47 @@ Kernels select_kernels(SimdLevel level) {
   return knn_detail::kernels_scalar();
 }
 
+// All 65536 binary16 values as float (256 KiB, built once, thread-safe): the exact
+// re-ranking reads float16 banks through it instead of converting bit by bit.
+const float* half_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (std::uint32_t h = 0; h < 65536; ++h) t[h] = half_to_float(static_cast<std::uint16_t>(h));
+    return t;
+  }();
+  return table.data();
+}
+
 inline double to_double(float x) { return static_cast<double>(x); }
-inline double to_double(std::uint16_t h) { return static_cast<double>(half_to_float(h)); }
+
+template <class BankT>
+struct ToDouble {
+  double operator()(BankT x) const { return static_cast<double>(x); }
+};
+template <>
+struct ToDouble<std::uint16_t> {
+  const float* table = half_table();
+  double operator()(std::uint16_t h) const { return static_cast<double>(table[h]); }
+};
 
 template <class BankT>
 double exact_d2(const float* q, const BankT* b, std::int64_t dim) {
   // Four interleaved accumulators (fixed order: deterministic, and independent chains).
+  const ToDouble<BankT> bd;
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   std::int64_t p = 0;
   for (; p + 4 <= dim; p += 4) {
-    const double d0 = to_double(q[p]) - to_double(b[p]);
-    const double d1 = to_double(q[p + 1]) - to_double(b[p + 1]);
-    const double d2 = to_double(q[p + 2]) - to_double(b[p + 2]);
-    const double d3 = to_double(q[p + 3]) - to_double(b[p + 3]);
+    const double d0 = to_double(q[p]) - bd(b[p]);
+    const double d1 = to_double(q[p + 1]) - bd(b[p + 1]);
+    const double d2 = to_double(q[p + 2]) - bd(b[p + 2]);
+    const double d3 = to_double(q[p + 3]) - bd(b[p + 3]);
     s0 += d0 * d0;
     s1 += d1 * d1;
     s2 += d2 * d2;
     s3 += d3 * d3;
   }
   for (; p < dim; ++p) {
-    const double d = to_double(q[p]) - to_double(b[p]);
+    const double d = to_double(q[p]) - bd(b[p]);
     s0 += d * d;
   }
   return (s0 + s1) + (s2 + s3);
@@ -432,6 +455,265 @@ void knn_driver(const float* queries, std::int64_t nq, const BankT* bank, std::i
   }
 }
 
+
+#if defined(STRUCTCORE_X86)
+// Experimental BF16 candidate pass + exact re-ranking of every candidate (see knn.hpp).
+template <class BankT>
+void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, std::int64_t nb,
+                     std::int64_t dim, std::int64_t k, float* distances, std::int64_t* indices,
+                     int threads) {
+  require(nq >= 0, "knn: n_queries must be >= 0");
+  require(nb >= 1, "knn: bank must have at least one row");
+  require(dim >= 1, "knn: dim must be >= 1");
+  require(k >= 1 && k <= nb, "knn: k must be in [1, n_bank]");
+  require(bank != nullptr, "knn: bank is null");
+  require(nq == 0 || (queries != nullptr && distances != nullptr && indices != nullptr),
+          "knn: null queries or output pointer");
+  require(cpu_has_avx512_bf16(), "knn: this CPU has no AVX-512 BF16");
+
+  const Kernels K = knn_detail::kernels_avx512();
+  const knn_detail::Bf16Kernels B16 = knn_detail::kernels_avx512bf16();
+  const int T_requested = resolve_threads(threads);
+  const std::int64_t MR = K.mr, NR = K.nr;
+  const std::int64_t MC = kMCPanels * MR;
+  const std::int64_t NC = (kNC / NR) * NR;
+  const std::int64_t QB = std::max<std::int64_t>(MC, (kQBatch / MC) * MC);
+  const std::int64_t KC2 = 128;  // depth pairs per chunk
+  const std::int64_t D2 = (dim + 1) / 2;
+
+  const int T_scan = static_cast<int>(std::min<std::int64_t>(T_requested, 1 + ((nb * dim) >> 16)));
+  const std::uint32_t bank_bits = max_abs_bank(K, bank, nb * dim, T_scan);
+  const std::uint32_t query_bits = max_abs_bank(K, queries, nq * dim, T_scan);
+  require(query_bits < 0x7f800000u, "queries must be finite; found NaN or Inf value(s)");
+  require(bank_bits < 0x7f800000u, "bank must be finite; found NaN or Inf value(s)");
+  if (nq == 0) return;
+  const std::uint32_t mbits = std::max(bank_bits, query_bits);
+  float maxv;
+  std::memcpy(&maxv, &mbits, sizeof maxv);
+  double scale = 1.0;
+  if (maxv > 0.0f) {
+    int e = 0;
+    (void)std::frexp(static_cast<double>(maxv), &e);
+    scale = std::ldexp(1.0, -e);
+  }
+  // Error bound constants (scaled units, all |values| < 1): see knn.hpp.
+  const double u = 0x1p-24, ub = 0x1p-8;
+  auto gamma = [u](double n) { return n * u / (1 - n * u); };
+  const double gd = gamma(static_cast<double>(dim));
+  const float c1 = static_cast<float>(2 * ((2 * ub + ub * ub) * (1 + gd) + gd) * 1.01);
+  const float c2 = static_cast<float>(gamma(static_cast<double>(dim) + 10) * 1.01 + 8 * u);
+  const float c3 = static_cast<float>(static_cast<double>(dim) * 0x1p-120);
+
+  const std::int64_t nbb = (nb + NC - 1) / NC;
+  const std::int64_t nc_panels = NC / NR;
+  const std::int64_t batch_rows = std::min(QB, nq);
+  const std::int64_t qpanels_max = (batch_rows + MR - 1) / MR;
+  const std::int64_t max_items = nbb * ((batch_rows + MC - 1) / MC);
+  const int T =
+      static_cast<int>(std::min<std::int64_t>(T_requested, std::max<std::int64_t>(1, max_items)));
+
+  AlignedFloats Af(static_cast<std::size_t>(qpanels_max * MR * dim));
+  std::vector<std::uint32_t> Aq(static_cast<std::size_t>(qpanels_max * MR * D2));
+  std::vector<float> qn(static_cast<std::size_t>(qpanels_max * MR)), qr(qn.size());
+  std::vector<float> ubuf(static_cast<std::size_t>(T * batch_rows * k));
+  std::vector<std::int64_t> dummy(static_cast<std::size_t>(T * batch_rows * k));
+  std::vector<float> tau(static_cast<std::size_t>(T * batch_rows));
+  std::vector<std::vector<std::pair<float, std::int64_t>>> cands(
+      static_cast<std::size_t>(T * batch_rows));
+  AlignedFloats Bf_all(static_cast<std::size_t>(T * NC * dim));
+  AlignedArray<std::uint32_t> Bq_all(static_cast<std::size_t>(T * NC * D2));
+  AlignedFloats Ct_all(static_cast<std::size_t>(T * MC * NC));
+  AlignedFloats Ut_all(static_cast<std::size_t>(T * MR * NR));
+  AlignedFloats bn_all(static_cast<std::size_t>(T * NC)), br_all(static_cast<std::size_t>(T * NC));
+  const std::size_t prune_at = static_cast<std::size_t>(16 * k + 64);
+  // A query whose candidate list still exceeds this after pruning (masses of near-equal
+  // distances, e.g. duplicated rows) leaves the bf16 path and is redone by the float32 path:
+  // memory stays bounded by threads * batch * cand_cap entries.
+  const std::size_t cand_cap = static_cast<std::size_t>(512 + 16 * k);
+  std::vector<char> over(static_cast<std::size_t>(T * batch_rows));
+  std::vector<char> redo(static_cast<std::size_t>(batch_rows));
+
+  for (std::int64_t q0 = 0; q0 < nq; q0 += QB) {
+    const std::int64_t qcount = std::min(QB, nq - q0);
+    const std::int64_t qpanels = (qcount + MR - 1) / MR;
+    const std::int64_t mcb = (qcount + MC - 1) / MC;
+    std::int64_t nqs = 1;
+    if (nbb < 4 * T) nqs = std::min<std::int64_t>(mcb, (4 * T + nbb - 1) / nbb);
+    const std::int64_t n_items = nbb * nqs;
+    std::fill(ubuf.begin(), ubuf.end(), std::numeric_limits<float>::infinity());
+    std::fill(tau.begin(), tau.end(), std::numeric_limits<float>::infinity());
+    for (auto& c : cands) c.clear();
+    std::fill(over.begin(), over.end(), 0);
+    std::fill(redo.begin(), redo.end(), 0);
+
+    OmpExceptionCapture cap;
+#pragma omp parallel num_threads(T)
+    {
+#pragma omp for schedule(static)
+      for (std::int64_t ip = 0; ip < qpanels; ++ip) {
+        cap.run([&] {
+          const int rows = static_cast<int>(std::min(MR, qcount - ip * MR));
+          float* P = Af.p + ip * MR * dim;
+          K.pack_f32(queries + (q0 + ip * MR) * dim, dim, rows, dim, scale, K.mr, P);
+          K.panel_norms(P, dim, K.mr, qn.data() + ip * MR);
+          for (std::int64_t r = 0; r < MR; ++r) qr[ip * MR + r] = std::sqrt(qn[ip * MR + r]);
+          B16.to_pairs(P, dim, K.mr, Aq.data() + ip * MR * D2);
+        });
+      }
+      {
+#ifdef STRUCTCORE_WITH_OPENMP
+        const int t = omp_get_thread_num();
+#else
+        const int t = 0;
+#endif
+        float* const Bf = Bf_all.p + t * NC * dim;
+        std::uint32_t* const Bq = Bq_all.p + t * NC * D2;
+        float* const Ct = Ct_all.p + t * MC * NC;
+        float* const Ut = Ut_all.p + t * MR * NR;
+        float* const bn = bn_all.p + t * NC;
+        float* const br = br_all.p + t * NC;
+        float* myu = ubuf.data() + t * batch_rows * k;
+        std::int64_t* myi = dummy.data() + t * batch_rows * k;
+        float* mytau = tau.data() + t * batch_rows;
+        auto* mycand = cands.data() + t * batch_rows;
+        char* myover = over.data() + t * batch_rows;
+        std::int64_t packed_bb = -1;
+#pragma omp for schedule(dynamic, 1) nowait
+        for (std::int64_t it = 0; it < n_items; ++it) {
+          cap.run([&] {
+            const std::int64_t bb = it / nqs, qs = it % nqs;
+            const std::int64_t b0 = bb * NC;
+            const std::int64_t nc = std::min(NC, nb - b0);
+            const std::int64_t npan = (nc + NR - 1) / NR;
+            if (packed_bb != bb) {
+              for (std::int64_t jp = 0; jp < npan; ++jp) {
+                const int rows = static_cast<int>(std::min(NR, nc - jp * NR));
+                float* P = Bf + jp * NR * dim;
+                pack_bank(K, bank + (b0 + jp * NR) * dim, dim, rows, dim, scale, P);
+                K.panel_norms(P, dim, K.nr, bn + jp * NR);
+                for (std::int64_t r = 0; r < NR; ++r) br[jp * NR + r] = std::sqrt(bn[jp * NR + r]);
+                for (int r = rows; r < K.nr; ++r) {
+                  bn[jp * NR + r] = std::numeric_limits<float>::infinity();
+                  br[jp * NR + r] = 0.0f;
+                }
+                B16.to_pairs(P, dim, K.nr, Bq + jp * NR * D2);
+              }
+              packed_bb = bb;
+            }
+            const std::int64_t blk_lo = qs * mcb / nqs, blk_hi = (qs + 1) * mcb / nqs;
+            for (std::int64_t blk = blk_lo; blk < blk_hi; ++blk) {
+              const std::int64_t ic = blk * MC;
+              const std::int64_t mc = std::min(MC, qcount - ic);
+              const std::int64_t mpan = (mc + MR - 1) / MR;
+              for (std::int64_t pc = 0; pc < D2; pc += KC2) {
+                const std::int64_t kc = std::min(KC2, D2 - pc);
+                for (std::int64_t jp = 0; jp < npan; ++jp) {
+                  const std::uint32_t* Bpp = Bq + jp * NR * D2 + pc * NR;
+                  for (std::int64_t ip = 0; ip < mpan; ++ip) {
+                    const std::uint32_t* App = Aq.data() + (ic / MR + ip) * MR * D2 + pc * MR;
+                    B16.gemm(kc, App, Bpp, Ct + (ip * nc_panels + jp) * MR * NR, pc > 0);
+                  }
+                }
+              }
+              for (std::int64_t ip = 0; ip < mpan; ++ip) {
+                const int rows = static_cast<int>(std::min(MR, mc - ip * MR));
+                const std::int64_t qi0 = ic + ip * MR;
+                for (std::int64_t jp = 0; jp < npan; ++jp) {
+                  float* tile = Ct + (ip * nc_panels + jp) * MR * NR;
+                  const int cols = static_cast<int>(std::min(NR, nc - jp * NR));
+                  std::uint32_t mask = B16.finish(tile, Ut, qn.data() + qi0, qr.data() + qi0,
+                                                  bn + jp * NR, br + jp * NR, cols, c1, c2, c3,
+                                                  mytau + qi0, rows);
+                  while (mask) {
+                    const int i = __builtin_ctz(mask);
+                    mask &= mask - 1;
+                    const std::int64_t q = qi0 + i;
+                    if (myover[q]) continue;
+                    const float* lrow = tile + i * NR;
+                    const float* urow = Ut + i * NR;
+                    auto& cl = mycand[q];
+                    for (int j = 0; j < cols; ++j) {
+                      if (lrow[j] <= mytau[q]) {
+                        cl.emplace_back(lrow[j], b0 + jp * NR + j);
+                        if (urow[j] < mytau[q]) {
+                          topk_insert(myu + q * k, myi + q * k, k, urow[j], 0);
+                          mytau[q] = myu[q * k + k - 1];
+                        }
+                      }
+                    }
+                    if (cl.size() > prune_at) {
+                      const float tq = mytau[q];
+                      cl.erase(std::remove_if(cl.begin(), cl.end(),
+                                              [tq](const auto& c) { return c.first > tq; }),
+                               cl.end());
+                      if (cl.size() > cand_cap) {
+                        myover[q] = 1;
+                        std::vector<std::pair<float, std::int64_t>>().swap(cl);
+                      }
+                    }
+                  }
+                }
+              }
+            }
+          });
+        }
+      }
+#pragma omp barrier
+#pragma omp for schedule(dynamic, 16)
+      for (std::int64_t q = 0; q < qcount; ++q) {
+        cap.run([&] {
+          for (int t = 0; t < T; ++t)
+            if (over[static_cast<std::size_t>(t * batch_rows + q)]) {
+              redo[static_cast<std::size_t>(q)] = 1;
+              return;
+            }
+          std::vector<float> us;
+          us.reserve(static_cast<std::size_t>(T * k));
+          for (int t = 0; t < T; ++t)
+            for (std::int64_t e = 0; e < k; ++e) us.push_back(ubuf[(t * batch_rows + q) * k + e]);
+          std::nth_element(us.begin(), us.begin() + (k - 1), us.end());
+          const float tg = us[static_cast<std::size_t>(k - 1)];
+          std::vector<std::pair<double, std::int64_t>> exact;
+          const float* qrow = queries + (q0 + q) * dim;
+          for (int t = 0; t < T; ++t)
+            for (const auto& c : cands[static_cast<std::size_t>(t * batch_rows + q)])
+              if (c.first <= tg) exact.emplace_back(exact_d2(qrow, bank + c.second * dim, dim), c.second);
+          if (static_cast<std::int64_t>(exact.size()) < k)
+            throw std::logic_error("knn bf16: fewer candidates than k (internal error)");
+          std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
+          for (std::int64_t e = 0; e < k; ++e) {
+            const double d = std::sqrt(exact[static_cast<std::size_t>(e)].first);
+            if (!(d <= static_cast<double>(FLT_MAX)))
+              throw std::invalid_argument(
+                  "knn: a distance exceeds the float32 range (inputs with magnitudes near "
+                  "FLT_MAX); rescale queries and bank");
+            distances[(q0 + q) * k + e] = static_cast<float>(d);
+            indices[(q0 + q) * k + e] = exact[static_cast<std::size_t>(e)].second;
+          }
+        });
+      }
+    }
+    cap.rethrow();
+    // queries that overflowed their candidate budget: the float32 path
+    std::vector<std::int64_t> rows;
+    for (std::int64_t q = 0; q < qcount; ++q)
+      if (redo[static_cast<std::size_t>(q)]) rows.push_back(q0 + q);
+    if (!rows.empty()) {
+      const std::int64_t n = static_cast<std::int64_t>(rows.size());
+      std::vector<float> sub(static_cast<std::size_t>(n * dim)), sd(static_cast<std::size_t>(n * k));
+      std::vector<std::int64_t> si(static_cast<std::size_t>(n * k));
+      for (std::int64_t r = 0; r < n; ++r)
+        std::copy(queries + rows[r] * dim, queries + (rows[r] + 1) * dim, sub.data() + r * dim);
+      knn_driver(sub.data(), n, bank, nb, dim, k, sd.data(), si.data(), threads,
+                 SimdLevel::AVX512);
+      for (std::int64_t r = 0; r < n; ++r) {
+        std::copy(sd.data() + r * k, sd.data() + (r + 1) * k, distances + rows[r] * k);
+        std::copy(si.data() + r * k, si.data() + (r + 1) * k, indices + rows[r] * k);
+      }
+    }
+  }
+}
+#endif
 }  // namespace
 
 void knn(const float* queries, std::int64_t n_queries, const float* bank, std::int64_t n_bank,
@@ -445,5 +727,31 @@ void knn_f16(const float* queries, std::int64_t n_queries, const std::uint16_t* 
              std::int64_t* indices, int threads, SimdLevel level) {
   knn_driver(queries, n_queries, bank_f16, n_bank, dim, k, distances, indices, threads, level);
 }
+
+void knn_bf16(const float* queries, std::int64_t n_queries, const float* bank,
+              std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+              std::int64_t* indices, int threads) {
+#if defined(STRUCTCORE_X86)
+  knn_driver_bf16(queries, n_queries, bank, n_bank, dim, k, distances, indices, threads);
+#else
+  (void)queries, (void)n_queries, (void)bank, (void)n_bank, (void)dim, (void)k, (void)distances,
+      (void)indices, (void)threads;
+  throw std::invalid_argument("knn: AVX-512 BF16 path not built for this architecture");
+#endif
+}
+
+void knn_f16_bf16(const float* queries, std::int64_t n_queries, const std::uint16_t* bank_f16,
+                  std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+                  std::int64_t* indices, int threads) {
+#if defined(STRUCTCORE_X86)
+  knn_driver_bf16(queries, n_queries, bank_f16, n_bank, dim, k, distances, indices, threads);
+#else
+  (void)queries, (void)n_queries, (void)bank_f16, (void)n_bank, (void)dim, (void)k,
+      (void)distances, (void)indices, (void)threads;
+  throw std::invalid_argument("knn: AVX-512 BF16 path not built for this architecture");
+#endif
+}
+
+bool knn_prefers_bf16(std::int64_t k) noexcept { return k <= 64 && cpu_has_avx512_bf16(); }
 
 }  // namespace structcore

@@ -36,10 +36,30 @@ struct Kernels {
   std::uint32_t (*max_abs_f32)(const float* x, std::int64_t n);
 };
 
+// Experimental AVX-512 BF16 candidate pass (knn_avx512bf16.cpp): dot products of bf16-rounded
+// values (vdpbf16ps, two depth values per 32-bit word), with a proven error bound E so that
+// L = d2~ - E <= |q - b|^2 <= d2~ + E = U; the driver keeps every row whose L is <= the
+// k-th smallest U and re-ranks those exactly. Pair panels: ceil(dim / 2) x width uint32
+// words, word (p2, j) = bf16(x[j][2 p2]) | bf16(x[j][2 p2 + 1]) << 16 (0 past dim).
+struct Bf16Kernels {
+  int mr, nr;  // equal to the AVX-512 float kernels' (14, 32)
+  // tile (mr x nr floats) = (accumulate ? tile : 0) + sum over kc2 pair steps
+  void (*gemm)(std::int64_t kc2, const std::uint32_t* A, const std::uint32_t* B, float* tile,
+               bool accumulate);
+  // Float panel (dim x width) -> pair panel (ceil(dim/2) x width), round to nearest even.
+  void (*to_pairs)(const float* P, std::int64_t dim, int width, std::uint32_t* out);
+  // In place: tile <- L, utile <- U for i < rows, j < nr (columns >= cols: L = U = +inf).
+  // qn/bn: squared norms, qr/br: norms; c1, c2, c3: E = c1 qr br + c2 (qn + bn) + c3.
+  // Returns the mask of rows with some L <= tau[i].
+  std::uint32_t (*finish)(float* tile, float* utile, const float* qn, const float* qr,
+                          const float* bn, const float* br, int cols, float c1, float c2,
+                          float c3, const float* tau, int rows);
+};
 Kernels kernels_scalar() noexcept;
 #if defined(STRUCTCORE_X86)
 Kernels kernels_avx2() noexcept;
 Kernels kernels_avx512() noexcept;
+Bf16Kernels kernels_avx512bf16() noexcept;
 #endif
 
 // Portable helpers shared by the ISA files (defined in knn.cpp).

@@ -44,6 +44,8 @@
 //
 // SIMD: the micro-kernels come in AVX-512 (MR x NR = 14 x 32), AVX2 (6 x 16) and portable
 // scalar (4 x 8) versions; `level` selects one, clamped to structcore::simd_level().
+// On AVX-512 BF16 CPUs the Python default is knn_bf16() (below): a bf16 candidate pass at
+// twice the float32 FMA rate, with a proven bound and exact re-ranking of all candidates.
 #pragma once
 
 #include <cstdint>
@@ -75,6 +77,31 @@ void knn(const float* queries, std::int64_t n_queries, const float* bank, std::i
 void knn_f16(const float* queries, std::int64_t n_queries, const std::uint16_t* bank_f16,
              std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
              std::int64_t* indices, int threads, SimdLevel level = simd_level());
+
+/// Issue 2 stretch goal (AVX-512 BF16 CPUs only, else std::invalid_argument):
+/// same contract as knn() / knn_f16(), but the candidate pass uses bf16-rounded values
+/// (vdpbf16ps, float32 accumulation) and a proven bound E(q, b) with
+///     L = d2~ - E <= |q - b|^2 <= d2~ + E = U,
+///     E = c1 |q||b| + c2 (|q|^2 + |b|^2) + c3,  c1 = 2.02 ((2 v + v^2)(1 + g) + g),
+///     c2 = 1.01 gamma_{D+10} + 8 u,  c3 = D 2^-120 A^2,  v = 2^-8, u = 2^-24, g = gamma_D
+/// (the v terms: bf16 rounding of both operands; g: float32 accumulation; c3: bf16/ftz
+/// flushing of values below 2^-126 A). Every bank row with L <= (k-th smallest U) is
+/// re-ranked exactly (double), so the result is the exact ranking of the double-precision
+/// distances (no near-tie caveat; only rows whose double-precision sums are equal up to
+/// rounding may trade places), whatever the bound's slack; slack only costs re-ranking.
+/// A query with more than 512 + 16 k surviving candidates (masses of near-equal distances)
+/// is recomputed by knn() / knn_f16() instead, so memory stays bounded.
+void knn_bf16(const float* queries, std::int64_t n_queries, const float* bank,
+              std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+              std::int64_t* indices, int threads);
+void knn_f16_bf16(const float* queries, std::int64_t n_queries, const std::uint16_t* bank_f16,
+                  std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+                  std::int64_t* indices, int threads);
+
+/// True when the default path (structcore.kernels.knn) uses knn_bf16 / knn_f16_bf16 rather
+/// than knn / knn_f16: the CPU has AVX-512 BF16, simd_level() is AVX-512 (STRUCTCORE_SIMD
+/// can lower it) and k <= 64 (candidate lists stay short).
+bool knn_prefers_bf16(std::int64_t k) noexcept;
 
 /// Exact float32 value of an IEEE binary16 bit pattern (subnormals, inf, NaN included).
 float half_to_float(std::uint16_t h) noexcept;

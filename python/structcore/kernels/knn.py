@@ -51,14 +51,22 @@ def knn(
 
     Notes
     -----
-    METHOD.md §2. Candidates are selected with the norms trick
-    ``|q|^2 + |b|^2 - 2 q.b`` (float32 GEMM tiles fused with a per-query top-k; memory is
-    O(tile), never O(n_queries x n_bank)), after an exact power-of-two rescaling of both
-    arrays; the k winners are then re-evaluated exactly (double accumulation) and
-    re-sorted by (distance, index). A bank row whose true squared distance lies within
-    ``2 * gamma_{dim+2} * (|q| + |b|)^2`` (``gamma_n ~ n * 2**-24``) of the k-th smallest one
-    may be returned in its place; the returned distances are always the exact distances
-    of the returned rows. See ``cpp/include/structcore/knn.hpp`` for the full bound.
+    METHOD.md §2. Both arrays are first rescaled by one exact power of two (so huge and
+    subnormal inputs work; only distances beyond the float32 range are rejected). Memory is
+    O(tile), never O(n_queries x n_bank): GEMM tiles are fused with a per-query top-k.
+
+    * Default on CPUs with AVX-512 BF16 (and ``k <= 64``): candidates come from a bf16
+      dot-product pass with a proven error bound, and every bank row that may belong to the
+      k nearest is re-ranked exactly (double accumulation): the result is the exact ranking
+      (rows whose double-precision distances are equal up to rounding may trade places).
+    * Elsewhere (or with ``STRUCTCORE_SIMD=avx2|scalar``): float32 norms trick
+      ``|q|^2 + |b|^2 - 2 q.b`` on AVX-512 / AVX2 / scalar micro-kernels, then the k winners
+      are re-evaluated exactly and re-sorted by (distance, index). A bank row whose true
+      squared distance lies within ``2 * gamma_{dim+2} * (|q| + |b|)^2``
+      (``gamma_n ~ n * 2**-24``) of the k-th smallest one may be returned in its place.
+
+    In both cases the returned distances are the exact distances of the returned rows,
+    rounded once to float32. See ``cpp/include/structcore/knn.hpp`` for the bounds.
     ``n_queries == 0`` returns empty ``(0, k)`` arrays.
 
     Examples
