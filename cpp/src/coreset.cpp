@@ -102,9 +102,11 @@ void coreset_impl(const T* points, std::int64_t n_points, std::int64_t dim, std:
   const PassFn<T> pass = select_pass<T>();
   const std::int64_t useful = std::max<std::int64_t>(1, n_points / kMinPointsPerThread);
   const int n_threads = static_cast<int>(std::min<std::int64_t>(resolve_threads(threads), useful));
-  std::vector<detail::ChunkBest> bests(static_cast<std::size_t>(n_threads));
+  // Double-buffered per-thread results: step t writes bests[t % 2]. One barrier per step
+  // suffices, because a thread can only overwrite bests[t % 2] at step t + 2, after the
+  // barrier of step t + 1, which every thread reaches only once it finished reading step t.
+  std::vector<detail::ChunkBest> bests(2 * static_cast<std::size_t>(n_threads));
   float* md = min_dist.data();
-  const float* cen = center.data();
 
   // Nothing in this region can throw (the passes are noexcept, all memory is allocated above),
   // so no exception capture is needed, and the barriers cannot be left half-way.
@@ -119,21 +121,22 @@ void coreset_impl(const T* points, std::int64_t n_points, std::int64_t dim, std:
 #endif
     const std::int64_t begin = n_points * tid / team;
     const std::int64_t end = n_points * (tid + 1) / team;
+    // Each thread keeps its own copy of the current centre (a few hundred bytes): every
+    // thread derives the same pick from the same bests, so no second barrier is needed.
+    std::vector<float> my_center(center);
     for (std::int64_t t = 1; t < n_select; ++t) {
-      bests[static_cast<std::size_t>(tid)] = pass(points, dim, cen, begin, end, md);
+      detail::ChunkBest* step = bests.data() + static_cast<std::size_t>(t % 2) * n_threads;
+      step[tid] = pass(points, dim, my_center.data(), begin, end, md);
 #pragma omp barrier
-#pragma omp single
-      {
-        // Chunks are in index order: strict '>' keeps the lowest index on ties.
-        detail::ChunkBest best{-INFINITY, -1};
-        for (int k = 0; k < team; ++k)
-          if (bests[static_cast<std::size_t>(k)].value > best.value) best = bests[static_cast<std::size_t>(k)];
-        // best.index >= 0: t < n_select <= n_points leaves an unselected point (min_dist >= 0).
-        const std::int64_t picked = best.index;
-        out[t] = picked;
-        md[picked] = -1.f;
-        to_float_padded(points + picked * dim, dim, center.data(), dim_padded);
-      }  // implicit barrier: everyone sees the new centre
+      // Chunks are in index order: strict '>' keeps the lowest index on ties.
+      detail::ChunkBest best{-INFINITY, -1};
+      for (int k = 0; k < team; ++k)
+        if (step[k].value > best.value) best = step[k];
+      // best.index >= 0: t < n_select <= n_points leaves an unselected point (min_dist >= 0).
+      const std::int64_t picked = best.index;
+      if (tid == 0) out[t] = picked;
+      if (picked >= begin && picked < end) md[picked] = -1.f;  // only the owner writes its chunk
+      to_float_padded(points + picked * dim, dim, my_center.data(), dim_padded);
     }
   }
 }
