@@ -10,6 +10,7 @@
 
 #include "structcore/npy.hpp"
 #include "structcore/scorer.hpp"
+#include "structcore/structcore.h"
 
 namespace py = pybind11;
 
@@ -117,4 +118,8 @@ void bind_scorer(py::module_& m) {
           "structcore.scorer.Scorer.");
   m.def("version", [] { return std::string(structcore::version()); },
         "Version of the C++ core.");
+  // Referencing the C ABI links c_api.o into this module, so its structcore_* symbols can be
+  // called through ctypes.CDLL(structcore._core.__file__) (tests, quick C-ABI experiments).
+  m.def("c_abi_version", &structcore_abi_version,
+        "STRUCTCORE_ABI_VERSION of the C ABI (structcore.h) compiled into this module.");
 }
