@@ -25,6 +25,13 @@
 #include "structcore/scorer.hpp"
 #include "structcore/structcore.h"
 
+#ifdef STRUCTCORE_FUZZ_MAIN
+#include <cstring>
+#include <string>
+
+#include "../../cpp/src/model_detail.hpp"  // private: crc32, read_stored_zip (in the library)
+#endif
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   try {
     const structcore::Scorer s = structcore::Scorer::from_memory(data, size, "<fuzz>");
@@ -62,9 +69,33 @@ int main(int argc, char** argv) {
   const long iterations = argc > 2 ? std::atol(argv[2]) : 10000;
   std::mt19937_64 rng(argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 1);
   LLVMFuzzerTestOneInput(seed.data(), seed.size());
+  // Entries of the seed, to mutate inside them and fix the CRC-32 (reaches the .npy and JSON
+  // parsers and the model checks instead of stopping at the CRC).
+  const auto entries = structcore::detail::read_stored_zip(seed.data(), seed.size(), "seed");
   for (long it = 0; it < iterations; ++it) {
     std::vector<std::uint8_t> d = seed;
-    const int kind = static_cast<int>(rng() % 4);
+    const int kind = static_cast<int>(rng() % 8);
+    if (kind >= 4 && !entries.empty()) {
+      const auto& e = entries[rng() % entries.size()];
+      if (e.size == 0) continue;
+      // mostly the first 160 bytes (the .npy header, the JSON text of the metadata)
+      const std::uint64_t span = kind == 7 ? e.size : std::min<std::uint64_t>(e.size, 160);
+      const int m = 1 + static_cast<int>(rng() % 4);
+      for (int j = 0; j < m; ++j) {
+        std::uint8_t& b = d[e.offset + rng() % span];
+        b = kind == 4 ? static_cast<std::uint8_t>(rng()) : b ^ static_cast<std::uint8_t>(1u << (rng() % 8));
+      }
+      const std::uint32_t crc = structcore::detail::crc32(d.data() + e.offset, e.size);
+      for (std::size_t p = 0; p + 46 <= d.size(); ++p) {  // patch the central-directory CRC
+        if (std::memcmp(d.data() + p, "PK\x01\x02", 4) != 0) continue;
+        const std::size_t nlen = d[p + 28] | (d[p + 29] << 8);
+        if (p + 46 + nlen <= d.size() && nlen == e.name.size() &&
+            std::memcmp(d.data() + p + 46, e.name.data(), nlen) == 0)
+          for (int k = 0; k < 4; ++k) d[p + 16 + k] = static_cast<std::uint8_t>(crc >> (8 * k));
+      }
+      LLVMFuzzerTestOneInput(d.data(), d.size());
+      continue;
+    }
     const int n = 1 + static_cast<int>(rng() % 8);
     for (int j = 0; j < n && !d.empty(); ++j) {
       const std::size_t pos = rng() % d.size();
