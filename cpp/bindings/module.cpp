@@ -13,6 +13,7 @@ void bind_knn(py::module_& m);
 void bind_coreset(py::module_& m);
 void bind_anomaly_map(py::module_& m);
 void bind_describe(py::module_& m);
+void bind_scorer(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "structcore C++ kernels (private: use structcore.kernels for validated access)";
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_core, m) {
   bind_coreset(m);
   bind_anomaly_map(m);
   bind_describe(m);
+  bind_scorer(m);
 }
