@@ -26,6 +26,7 @@ __all__ = [
     "DESCRIPTOR_COMPONENTS",
     "Detector",
     "Prediction",
+    "Scorer",
     "__version__",
     "anomaly_map",
     "build_info",
@@ -48,4 +49,8 @@ def __getattr__(name: str) -> Any:
         from . import detector
 
         return getattr(detector, name)
+    if name == "Scorer":
+        from .scorer import Scorer
+
+        return Scorer
     raise AttributeError(f"module 'structcore' has no attribute {name!r}")
