@@ -25,8 +25,10 @@ arrays):
   ``reshape_embedding`` = features; ``nearest_neighbors`` = kNN;
   ``compute_anomaly_score`` + ``anomaly_map_generator`` = map), under
   ``torch.inference_mode`` as anomalib's engine runs prediction. Input conversion
-  uint8 -> float [0, 1] (what anomalib's image reader does) counts as preprocessing. One
-  unsplit ``model(transform(x))`` pass per thread count checks that the split adds nothing.
+  uint8 -> float [0, 1] (what anomalib's image reader does) counts as preprocessing.
+  The row ``anomalib model(x)`` times the unsplit ``model(transform(x))`` call, interleaved
+  with the others, to check that the split adds nothing; speedups are taken over the faster
+  of the two anomalib rows.
   The post-processor (score normalisation, thresholds) is not run.
 
 Matched between the two libraries: the images, resize 256 -> centre crop 224, the backbone
@@ -282,14 +284,28 @@ class AnomalibImpl:
         total = time.perf_counter() - t0
         return total, st, torch.cat(scores).numpy()
 
-    def predict_unsplit(self, images: np.ndarray) -> float:
+
+class AnomalibUnsplit:
+    """anomalib's ``PatchcoreModel.forward`` in one call per batch (no stage split)."""
+
+    name = "anomalib model(x)"
+
+    def __init__(self, impl: AnomalibImpl) -> None:
+        self.impl = impl
+
+    def predict(self, images: np.ndarray, threads: int) -> tuple[float, dict[str, float], Any]:
         import torch
 
+        bs = self.impl.batch_size
+        scores = []
         t0 = time.perf_counter()
         with torch.inference_mode():
-            for i in range(0, len(images), self.batch_size):
-                self.model(self._prep(images[i : i + self.batch_size]))
-        return time.perf_counter() - t0
+            for i in range(0, len(images), bs):
+                x = self.impl._prep(images[i : i + bs])
+                scores.append(self.impl.model(x).pred_score)
+        total = time.perf_counter() - t0
+        # no stage split: the whole call is reported as "other"
+        return total, dict.fromkeys(STAGES, 0.0), torch.cat(scores).numpy()
 
 
 def build_anomalib(
@@ -321,10 +337,20 @@ def build_anomalib(
 # measurement
 
 
-def summarise(runs: list[tuple[float, dict[str, float]]], n_images: int) -> dict[str, Any]:
+Run = tuple[float, float, dict[str, float]]  # wall s, process CPU s, stage s
+
+
+def timed(impl: Any, images: np.ndarray, threads: int) -> tuple[Run, Any]:
+    c0 = time.process_time()
+    total, stages, pred = impl.predict(images, threads)
+    return (total, time.process_time() - c0, stages), pred
+
+
+def summarise(runs: list[Run], n_images: int) -> dict[str, Any]:
     totals = [r[0] for r in runs]
     med = statistics.median(totals)
-    stages = {s: statistics.median(r[1][s] for r in runs) for s in STAGES}
+    cpu = statistics.median(r[1] for r in runs)
+    stages = {s: statistics.median(r[2][s] for r in runs) for s in STAGES}
     return {
         "n_images": n_images,
         "repeats": len(runs),
@@ -332,6 +358,8 @@ def summarise(runs: list[tuple[float, dict[str, float]]], n_images: int) -> dict
         "best_s": min(totals),
         "all_s": totals,
         "images_per_s": n_images / med,
+        "best_images_per_s": n_images / min(totals),
+        "cpu_s_per_image": cpu / n_images,
         "stage_s": stages,
         "stage_ms_per_image": {s: 1e3 * v / n_images for s, v in stages.items()},
         "other_ms_per_image": 1e3 * (med - sum(stages.values())) / n_images,
@@ -419,6 +447,7 @@ def run_backbone(
                 f"  bank {bank.shape[0]} x {bank.shape[1]}"
             )
             impls.append(anom)
+            impls.append(AnomalibUnsplit(anom))
 
     # Same inputs -> same features? (preprocessing and backbone of the two libraries)
     if anom is not None:
@@ -441,21 +470,21 @@ def run_backbone(
         with blas_threads(threads):
             for impl in impls:  # warm-up (oneDNN primitives, caches) at this thread count
                 impl.predict(test[: args.batch_size], threads)
-            runs: dict[str, list[tuple[float, dict[str, float]]]] = {i.name: [] for i in impls}
+            runs: dict[str, list[Run]] = {i.name: [] for i in impls}
             last: dict[str, Any] = {}
             for _ in range(args.repeats):
                 for impl in impls:
-                    total, st, pred = impl.predict(test, threads)
-                    runs[impl.name].append((total, st))
-                    last[impl.name] = pred
+                    run, last[impl.name] = timed(impl, test, threads)
+                    runs[impl.name].append(run)
             res = {name: summarise(r, len(test)) for name, r in runs.items()}
             if ref is not None:
-                total, st, _ = ref.predict(ref_test, threads)
-                res["reference"] = summarise([(total, st)], len(ref_test))
-            if anom is not None:
-                un = anom.predict_unsplit(test)
-                res["anomalib"]["unsplit_total_s"] = un
-        base = res.get("anomalib", {}).get("images_per_s")
+                run, _ = timed(ref, ref_test, threads)
+                res["reference"] = summarise([run], len(ref_test))
+        # the faster of anomalib's split and unsplit medians: the conservative baseline
+        base = max(
+            (res[n]["images_per_s"] for n in ("anomalib", AnomalibUnsplit.name) if n in res),
+            default=None,
+        )
         for r in res.values():
             r["speedup_vs_anomalib"] = r["images_per_s"] / base if base else None
         if "reference" in res:
@@ -486,7 +515,7 @@ def print_table(backbone: str, threads: int, res: dict[str, Any], bs: int) -> No
     head = (
         f"  {'implementation':<20} {'img/s':>7} {'x anom':>7} {'total':>8} "
         + " ".join(f"{s[:7]:>8}" for s in STAGES)
-        + f" {'other':>7}  n x rep"
+        + f" {'other':>7} {'cpu':>7}  n x rep"
     )
     print(head)
     for name, r in res.items():
@@ -496,14 +525,13 @@ def print_table(backbone: str, threads: int, res: dict[str, Any], bs: int) -> No
             f"  {name:<20} {r['images_per_s']:7.2f} "
             f"{(f'{sp:.2f}' if sp else '-'):>7} {1e3 * r['total_s'] / r['n_images']:8.1f} "
             + " ".join(f"{ms[s]:8.1f}" for s in STAGES)
-            + f" {r['other_ms_per_image']:7.1f}  {r['n_images']} x {r['repeats']}"
+            + f" {r['other_ms_per_image']:7.1f} {1e3 * r['cpu_s_per_image']:7.1f}"
+            f"  {r['n_images']} x {r['repeats']}"
         )
-    if "unsplit_total_s" in res.get("anomalib", {}):
-        a = res["anomalib"]
-        print(
-            f"  (anomalib unsplit model(x) pass: {1e3 * a['unsplit_total_s'] / a['n_images']:.1f}"
-            " ms per image, preprocessing included)"
-        )
+    print(
+        "  (x anom: images/s over the faster of the two anomalib rows; cpu: process CPU ms per"
+        " image, all threads)"
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
