@@ -163,3 +163,20 @@ def test_onnx_mobilenet_v2_imagenet(
     ref = det.extractor_(x)
     got = _run_onnx(out.onnx_path, x.numpy())
     np.testing.assert_allclose(got, ref, atol=ATOL * max(1.0, float(np.abs(ref).max())))
+
+
+def test_cli_export(detector: Detector, tmp_path: Path) -> None:
+    from structcore.cli import main
+
+    model = tmp_path / "m.npz"
+    detector.save(model)
+    assert main(["export", str(model), "-q"]) == 2  # neither --onnx nor --torchscript
+    assert main(["export", str(tmp_path / "missing.npz"), "--torchscript", "x.pt", "-q"]) == 2
+    out = tmp_path / "f.pt"
+    assert main(["export", str(model), "--torchscript", str(out), "-q"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
+        module = torch.jit.load(str(out))
+    x = preprocess(list(_images(7, 2)), detector.resize, detector.crop)
+    with torch.no_grad():
+        np.testing.assert_allclose(module(x).numpy(), detector.extractor_(x), atol=ATOL)

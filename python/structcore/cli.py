@@ -363,6 +363,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_report(p, out_default="structcore-demo")
     _add_detector(p, backbone_default=DEMO_BACKBONE)
     _add_common(p)
+
+    p = sub.add_parser(
+        "export",
+        help="export a model's feature extractor to ONNX and/or TorchScript",
+        description=_wrap(
+            "Export the backbone + patch-feature head of a saved model, so that inspection "
+            "software can compute features without Python and score them with the C++ "
+            "Scorer (docs/CPP.md). Input: float32 (B, 3, crop, crop) ImageNet-normalised "
+            "crops (or [0, 1] RGB with --include-normalization); output: (B, h, w, dim)."
+        ),
+        epilog=EPILOG_EXIT,
+        formatter_class=fmt,
+    )
+    p.add_argument("model", type=Path, help="model file written by 'structcore fit'")
+    p.add_argument("--onnx", type=Path, metavar="PATH", help="ONNX file to write")
+    p.add_argument("--torchscript", type=Path, metavar="PATH", help="TorchScript file to write")
+    p.add_argument(
+        "--include-normalization",
+        action="store_true",
+        help="the exported graph takes [0, 1] RGB crops and normalises them itself",
+    )
+    _add_common(p)
     return parser
 
 
@@ -744,7 +766,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return rc
 
 
-_COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "eval": cmd_eval, "demo": cmd_demo}
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_features
+
+    if args.onnx is None and args.torchscript is None:
+        raise UsageError("give --onnx PATH and/or --torchscript PATH")
+    if not args.model.is_file():
+        raise UsageError(f"model file {args.model} does not exist")
+    res = export_features(
+        args.model,
+        onnx_path=args.onnx,
+        torchscript_path=args.torchscript,
+        include_normalization=args.include_normalization,
+    )
+    written = " ".join(str(p) for p in (res.onnx_path, res.torchscript_path) if p)
+    _log(
+        args,
+        f"structcore export: features {res.output_shape[1:]} from input "
+        f"{res.input_shape[1:]}: {written}",
+    )
+    return EXIT_OK
+
+
+_COMMANDS = {
+    "fit": cmd_fit,
+    "predict": cmd_predict,
+    "eval": cmd_eval,
+    "demo": cmd_demo,
+    "export": cmd_export,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
