@@ -80,24 +80,15 @@ void to_float_padded(const T* row, std::int64_t dim, float* out, std::int64_t di
   for (std::int64_t j = dim; j < dim_padded; ++j) out[j] = 0.f;
 }
 
+/// Full passes for steps [t_begin, t_end): step t lowers min_dist with the distances to the
+/// centre out[t - 1] (already marked selected, min_dist = -1) and writes out[t].
 template <class T>
-void coreset_impl(const T* points, std::int64_t n_points, std::int64_t dim, std::int64_t n_select,
-                  std::int64_t start, int threads, std::int64_t* out) {
-  require(points != nullptr && out != nullptr, "coreset: null pointer");
-  require(n_points >= 1, "coreset: n_points must be >= 1");
-  require(dim >= 1, "coreset: dim must be >= 1");
-  require(n_select >= 1 && n_select <= n_points, "coreset: n must be in [1, n_points]");
-  require(start >= 0 && start < n_points, "coreset: start must be in [0, n_points)");
-
-  out[0] = start;
-  if (n_select == 1) return;
-
+void full_passes(const T* points, std::int64_t n_points, std::int64_t dim, std::int64_t t_begin,
+                 std::int64_t t_end, int threads, float* md, std::int64_t* out) {
+  if (t_begin >= t_end) return;
   const std::int64_t dim_padded = (dim + 15) / 16 * 16;
-  std::vector<float> min_dist(static_cast<std::size_t>(n_points),
-                              std::numeric_limits<float>::infinity());
   std::vector<float> center(static_cast<std::size_t>(dim_padded));
-  min_dist[static_cast<std::size_t>(start)] = -1.f;  // selected: never picked again
-  to_float_padded(points + start * dim, dim, center.data(), dim_padded);
+  to_float_padded(points + out[t_begin - 1] * dim, dim, center.data(), dim_padded);
 
   const PassFn<T> pass = select_pass<T>();
   const std::int64_t useful = std::max<std::int64_t>(1, n_points / kMinPointsPerThread);
@@ -106,7 +97,6 @@ void coreset_impl(const T* points, std::int64_t n_points, std::int64_t dim, std:
   // suffices, because a thread can only overwrite bests[t % 2] at step t + 2, after the
   // barrier of step t + 1, which every thread reaches only once it finished reading step t.
   std::vector<detail::ChunkBest> bests(2 * static_cast<std::size_t>(n_threads));
-  float* md = min_dist.data();
 
   // Nothing in this region can throw (the passes are noexcept, all memory is allocated above),
   // so no exception capture is needed, and the barriers cannot be left half-way.
@@ -124,7 +114,7 @@ void coreset_impl(const T* points, std::int64_t n_points, std::int64_t dim, std:
     // Each thread keeps its own copy of the current centre (a few hundred bytes): every
     // thread derives the same pick from the same bests, so no second barrier is needed.
     std::vector<float> my_center(center);
-    for (std::int64_t t = 1; t < n_select; ++t) {
+    for (std::int64_t t = t_begin; t < t_end; ++t) {
       detail::ChunkBest* step = bests.data() + static_cast<std::size_t>(t % 2) * n_threads;
       step[tid] = pass(points, dim, my_center.data(), begin, end, md);
 #pragma omp barrier
@@ -141,16 +131,274 @@ void coreset_impl(const T* points, std::int64_t n_points, std::int64_t dim, std:
   }
 }
 
+// ---- Pruned steps (exact triangle-inequality skipping) --------------------------------------
+
+/// (value, index) is better than the best so far: larger value, lowest index on ties.
+inline bool better(float value, std::int64_t index, const detail::ChunkBest& best) noexcept {
+  return value > best.value || (value == best.value && index < best.index);
+}
+
+/// Points of one group examined per call of the SIMD pass (gathered into a contiguous buffer).
+constexpr std::int64_t kGather = 64;
+/// Members of a group handled by one parallel work item.
+constexpr std::int64_t kItem = 2048;
+/// Auto mode: pruning is abandoned for full passes when, after kProbeSteps pruned steps, the
+/// moving average of the work of a step (points evaluated + centre distances, as a fraction
+/// of n_points) is above kGiveUp: pruning does not pay on this data (e.g. high-dimensional
+/// Gaussian points, where all distances concentrate and no group is ever skipped).
+constexpr std::int64_t kProbeSteps = 96;
+constexpr double kGiveUp = 0.85;
+/// Auto mode uses full passes only below these sizes.
+constexpr std::int64_t kMinPointsPruned = 4096;
+constexpr std::int64_t kMinSelectPruned = 32;
+
+struct Group {
+  std::vector<std::int64_t> members;  // unselected points whose min_dist is to this centre
+  detail::ChunkBest best{-INFINITY, -1};  // largest min_dist among members, lowest index
+};
+
+struct WorkItem {
+  std::int64_t group, begin, end;
+};
+
+/// Safety factor of the skip test (see can_skip) for rows of dim_padded coordinates.
+double skip_factor(std::int64_t dim_padded) noexcept {
+  const double u = std::ldexp(1.0, -24);
+  const double m = static_cast<double>(dim_padded / 16 + 7);
+  const double gamma = m * u / (1.0 - m * u);  // relative error bound of the canonical distance
+  return 2.0 * (1.0 + 1e-3 + 8.0 * gamma);
+}
+
+/// Whether no member of a group (centre s, largest member min_dist r2) can get closer to the new
+/// centre c than to s, given d_sc = canonical squared distance between s and c.
+///
+/// Why this is exact. Let e(.,.) be the true Euclidean distance between the float32 points
+/// (binary16 inputs convert exactly). For a member x, m_x = D(x, s) <= r2, where D is the
+/// canonical float32 squared distance. With u = 2^-24 and L = dim_padded / 16, each squared
+/// difference carries at most 2 roundings and passes through at most L - 1 + 4 additions of
+/// non-negative terms, so D = e^2 (1 + theta) + eta with |theta| <= gamma = gamma_{L+7} (about
+/// 1e-6 at 128 dims) and |eta| <= dim_padded * 2^-146 from underflow (subnormal results).
+/// The test below, sqrt(d_sc) >= 2 (1 + 1e-3 + 8 gamma) sqrt(r2) + a with a = 2^-60 >>
+/// sqrt(eta), gives e(s, c) >= (2 + 2e-3) (e(x, s) + tiny), hence by the triangle inequality
+/// e(x, c) >= e(s, c) - e(x, s) >= (1 + 2e-3) e(x, s) + a', and then
+/// D(x, c) >= (1 - gamma) e(x, c)^2 - eta > (1 + gamma) e(x, s)^2 + eta >= D(x, s) = m_x:
+/// min(m_x, D(x, c)) = m_x, so skipping x changes nothing. The margin (1e-3 relative, 2^-60
+/// absolute, the sqrt taken in double) is orders of magnitude above these rounding bounds, so
+/// the decision is only ever conservative: a group near the threshold is evaluated.
+inline bool can_skip(float d_sc, float r2, double factor) noexcept {
+  constexpr double kAbs = 8.673617379884035e-19;  // 2^-60
+  const double r = std::sqrt(static_cast<double>(std::max(r2, 0.f)));
+  return std::sqrt(static_cast<double>(d_sc)) >= factor * r + kAbs;
+}
+
+/// Pruned steps t = t_begin, t_begin + 1, ... (t_begin >= 2). Requires: out[0..t_begin-1]
+/// selected (min_dist -1) and min_dist of every other point = canonical distance to out[0]
+/// minimised over out[0..t_begin-2] -- here t_begin == 2: one full pass with out[0] was run.
+/// Returns the first step not done (n_select when finished; earlier in auto mode when pruning
+/// does not pay, the caller then continues with full passes).
+template <class T>
+std::int64_t pruned_passes(const T* points, std::int64_t n_points, std::int64_t dim,
+                           std::int64_t n_select, int threads, bool adaptive, float* md,
+                           std::int64_t* out, CoresetStats& stats) {
+  const std::int64_t dim_padded = (dim + 15) / 16 * 16;
+  const PassFn<T> pass = select_pass<T>();
+  const double factor = skip_factor(dim_padded);
+  const int n_threads = resolve_threads(threads);
+
+  std::vector<Group> groups;
+  groups.reserve(static_cast<std::size_t>(n_select));
+  std::vector<T> centres(static_cast<std::size_t>(n_select * dim));  // row g = centre of group g
+  std::vector<std::int64_t> owner(static_cast<std::size_t>(n_points), 0);
+  std::vector<float> cd(static_cast<std::size_t>(n_select));
+  std::vector<float> cvec(static_cast<std::size_t>(dim_padded));
+
+  // Group 0: centre out[0], every unselected point.
+  groups.emplace_back();
+  {
+    Group& g0 = groups.back();
+    g0.members.reserve(static_cast<std::size_t>(n_points));
+    for (std::int64_t i = 0; i < n_points; ++i) {
+      if (md[i] < 0.f) continue;
+      g0.members.push_back(i);
+      if (better(md[i], i, g0.best)) g0.best = {md[i], i};
+    }
+  }
+  std::copy(points + out[0] * dim, points + (out[0] + 1) * dim, centres.begin());
+
+  // Per-thread gather buffers.
+  std::vector<T> gather_rows(static_cast<std::size_t>(n_threads * kGather * dim));
+  std::vector<float> gather_md(static_cast<std::size_t>(n_threads * kGather));
+  std::vector<std::int64_t> candidates;
+  std::vector<WorkItem> items;
+  std::vector<detail::ChunkBest> item_best;
+
+  double work_avg = 1.0;
+  for (std::int64_t t = 2; t < n_select; ++t) {
+    if (adaptive && t - 2 >= kProbeSteps && work_avg > kGiveUp) return t;
+    const std::int64_t c = out[t - 1];  // the new centre (min_dist already -1)
+    const std::int64_t k = static_cast<std::int64_t>(groups.size());
+    to_float_padded(points + c * dim, dim, cvec.data(), dim_padded);
+
+    // Canonical distances from the new centre to every existing centre.
+    std::fill(cd.begin(), cd.begin() + k, std::numeric_limits<float>::infinity());
+    pass(centres.data(), dim, cvec.data(), 0, k, cd.data());
+
+    candidates.clear();
+    items.clear();
+    std::int64_t evaluated = 0;
+    for (std::int64_t g = 0; g < k; ++g) {
+      const Group& grp = groups[static_cast<std::size_t>(g)];
+      const auto size = static_cast<std::int64_t>(grp.members.size());
+      if (size == 0) continue;
+      // The group of c holds c itself (its best): always evaluated, also to drop c.
+      if (g != owner[c] && can_skip(cd[g], grp.best.value, factor)) {
+        ++stats.groups_skipped;
+        continue;
+      }
+      candidates.push_back(g);
+      evaluated += size;
+      for (std::int64_t b = 0; b < size; b += kItem) items.push_back({g, b, std::min(size, b + kItem)});
+    }
+    stats.points_evaluated += evaluated;
+    ++stats.pruned_steps;
+    item_best.assign(items.size(), detail::ChunkBest{-INFINITY, -1});
+
+    // Evaluate: the same canonical pass as the full path, on gathered rows, so the updated
+    // min_dist values are bit-identical. A member that gets closer to c is marked (stored as
+    // ~index) for moving into c's group; selected points (min_dist -1) are dropped later.
+    const auto n_items = static_cast<std::int64_t>(items.size());
+    const int team = (n_threads > 1 && evaluated >= 2 * kItem) ? n_threads : 1;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (team > 1)
+    for (std::int64_t w = 0; w < n_items; ++w) {
+#ifdef STRUCTCORE_WITH_OPENMP
+      const int tid = omp_get_thread_num();
+#else
+      const int tid = 0;
+#endif
+      T* rows = gather_rows.data() + static_cast<std::size_t>(tid) * kGather * dim;
+      float* gmd = gather_md.data() + static_cast<std::size_t>(tid) * kGather;
+      const WorkItem item = items[static_cast<std::size_t>(w)];
+      std::int64_t* mem = groups[static_cast<std::size_t>(item.group)].members.data();
+      detail::ChunkBest best{-INFINITY, -1};
+      for (std::int64_t b = item.begin; b < item.end; b += kGather) {
+        const std::int64_t cnt = std::min(kGather, item.end - b);
+        for (std::int64_t j = 0; j < cnt; ++j) {
+          const std::int64_t i = mem[b + j];
+          std::memcpy(rows + j * dim, points + i * dim, static_cast<std::size_t>(dim) * sizeof(T));
+          gmd[j] = md[i];
+        }
+        pass(rows, dim, cvec.data(), 0, cnt, gmd);
+        for (std::int64_t j = 0; j < cnt; ++j) {
+          const std::int64_t i = mem[b + j];
+          const float m = gmd[j];
+          if (m < md[i]) {  // strictly closer to c (selected points: -1 stays -1)
+            md[i] = m;
+            owner[i] = k;
+            mem[b + j] = ~i;
+          } else if (m >= 0.f && better(m, i, best)) {
+            best = {m, i};
+          }
+        }
+      }
+      item_best[static_cast<std::size_t>(w)] = best;
+    }
+
+    // Serial bookkeeping, in group and member order (deterministic for any thread count).
+    Group fresh;
+    std::size_t w = 0;
+    for (const std::int64_t g : candidates) {
+      Group& grp = groups[static_cast<std::size_t>(g)];
+      grp.best = {-INFINITY, -1};
+      for (; w < items.size() && items[w].group == g; ++w) {
+        const detail::ChunkBest& ib = item_best[w];
+        if (ib.index >= 0 && better(ib.value, ib.index, grp.best)) grp.best = ib;
+      }
+      std::size_t keep = 0;
+      for (const std::int64_t i : grp.members) {
+        if (i < 0) {
+          const std::int64_t moved = ~i;
+          fresh.members.push_back(moved);
+          if (better(md[moved], moved, fresh.best)) fresh.best = {md[moved], moved};
+        } else if (md[i] >= 0.f) {
+          grp.members[keep++] = i;
+        }
+      }
+      grp.members.resize(keep);
+    }
+    groups.push_back(std::move(fresh));
+    std::copy(points + c * dim, points + (c + 1) * dim, centres.begin() + k * dim);
+
+    // Global farthest point: best of the group bests (largest, lowest index).
+    detail::ChunkBest best{-INFINITY, -1};
+    for (const Group& grp : groups)
+      if (grp.best.index >= 0 && better(grp.best.value, grp.best.index, best)) best = grp.best;
+    // best.index >= 0: t < n_select <= n_points leaves an unselected point in some group.
+    out[t] = best.index;
+    md[best.index] = -1.f;
+    const double work = static_cast<double>(evaluated + k) / static_cast<double>(n_points);
+    work_avg = 0.9 * work_avg + 0.1 * work;
+  }
+  return n_select;
+}
+
+template <class T>
+void coreset_impl(const T* points, std::int64_t n_points, std::int64_t dim, std::int64_t n_select,
+                  std::int64_t start, int threads, CoresetMode mode, std::int64_t* out,
+                  CoresetStats* stats_out) {
+  require(points != nullptr && out != nullptr, "coreset: null pointer");
+  require(n_points >= 1, "coreset: n_points must be >= 1");
+  require(dim >= 1, "coreset: dim must be >= 1");
+  require(n_select >= 1 && n_select <= n_points, "coreset: n must be in [1, n_points]");
+  require(start >= 0 && start < n_points, "coreset: start must be in [0, n_points)");
+  require(mode == CoresetMode::kAuto || mode == CoresetMode::kFullPass ||
+              mode == CoresetMode::kPruned,
+          "coreset: unknown mode");
+
+  CoresetStats stats{};
+  out[0] = start;
+  if (n_select > 1) {
+    std::vector<float> min_dist(static_cast<std::size_t>(n_points),
+                                std::numeric_limits<float>::infinity());
+    float* md = min_dist.data();
+    md[start] = -1.f;  // selected: never picked again
+    const bool pruned = mode == CoresetMode::kPruned ||
+                        (mode == CoresetMode::kAuto && n_points >= kMinPointsPruned &&
+                         n_select >= kMinSelectPruned);
+    std::int64_t t = 1;
+    if (pruned) {
+      full_passes(points, n_points, dim, 1, 2, threads, md, out);  // step 1: group of start
+      stats.full_passes += 1;
+      t = pruned_passes(points, n_points, dim, n_select, threads,
+                        mode == CoresetMode::kAuto, md, out, stats);
+    }
+    full_passes(points, n_points, dim, t, n_select, threads, md, out);
+    stats.full_passes += n_select - t;
+  }
+  if (stats_out != nullptr) *stats_out = stats;
+}
+
 }  // namespace
 
 void coreset(const float* points, std::int64_t n_points, std::int64_t dim, std::int64_t n_select,
              std::int64_t start, int threads, std::int64_t* out) {
-  coreset_impl(points, n_points, dim, n_select, start, threads, out);
+  coreset_impl(points, n_points, dim, n_select, start, threads, CoresetMode::kAuto, out, nullptr);
+}
+
+void coreset_ex(const float* points, std::int64_t n_points, std::int64_t dim,
+                std::int64_t n_select, std::int64_t start, int threads, CoresetMode mode,
+                std::int64_t* out, CoresetStats* stats) {
+  coreset_impl(points, n_points, dim, n_select, start, threads, mode, out, stats);
 }
 
 void coreset_f16(const std::uint16_t* points, std::int64_t n_points, std::int64_t dim,
                  std::int64_t n_select, std::int64_t start, int threads, std::int64_t* out) {
-  coreset_impl(points, n_points, dim, n_select, start, threads, out);
+  coreset_impl(points, n_points, dim, n_select, start, threads, CoresetMode::kAuto, out, nullptr);
+}
+
+void coreset_f16_ex(const std::uint16_t* points, std::int64_t n_points, std::int64_t dim,
+                    std::int64_t n_select, std::int64_t start, int threads, CoresetMode mode,
+                    std::int64_t* out, CoresetStats* stats) {
+  coreset_impl(points, n_points, dim, n_select, start, threads, mode, out, stats);
 }
 
 void coreset_distances(const float* points, std::int64_t n_points, std::int64_t dim,

@@ -7,9 +7,31 @@
 // again (even when all remaining points duplicate selected ones). The result is a
 // 2-approximation of the optimal k-center radius on the given points.
 //
-// Each selection is one fused pass over all points: distance to the new centre, min update and
-// argmax, OpenMP over contiguous chunks of points. The pass is memory-bandwidth bound, so the
-// points may be stored as float16 (IEEE binary16, converted exactly to float32 on the fly).
+// Two exact ways to run a step (same min_dist values bit for bit, hence the same selection):
+//
+// * Full pass: one fused pass over all points: distance to the new centre, min update and
+//   argmax, OpenMP over contiguous chunks of points. The pass is memory-bandwidth bound, so the
+//   points may be stored as float16 (IEEE binary16, converted exactly to float32 on the fly).
+//
+// * Pruned step (triangle inequality, as in accelerated farthest-point sampling / Elkan's
+//   k-means bounds): every unselected point belongs to the group of the selected centre s
+//   that gave its current min_dist (min_dist = D(x, s) exactly); each group keeps its members,
+//   its radius r2 (largest member min_dist) and its argmax (largest, lowest index). For a new
+//   centre c, a group is skipped when sqrt(D(s, c)) >= 2 (1 + 1e-3 + 8 gamma) sqrt(r2) + 2^-60:
+//   then D(x, c) >= D(x, s) for every member despite float32 rounding (proof and bounds at
+//   can_skip in coreset.cpp), so min(min_dist, D(x, c)) = min_dist and nothing changes. The
+//   members of the other groups are evaluated with the same canonical distance (same SIMD
+//   pass, on gathered rows); those strictly closer to c move to c's group. The next centre is
+//   the best of the group argmaxes: no full pass. Cost per step: one distance per existing
+//   centre plus the evaluated members. OpenMP over fixed slices of the evaluated groups; the
+//   bookkeeping is serial in group order, so nothing depends on the thread count.
+//   Extra memory: O(n_points + n_select * dim).
+//
+// CoresetMode::kAuto (the default) runs step 1 as a full pass and pruned steps afterwards,
+// except for small problems (n_points < 4096 or n_select < 32: full passes only); it falls
+// back to full passes for good when, after 96 pruned steps, a moving average of the work per
+// step stays above 85% of a full pass (e.g. high-dimensional Gaussian data, where distances
+// concentrate and no group is ever skipped).
 //
 // Canonical distance (bit-identical on every SIMD level and in structcore.reference.coreset):
 // coordinates padded with zeros to a multiple of 16; lane l (0..15) accumulates
@@ -36,13 +58,34 @@ namespace structcore {
 /// out      : n_select int64, receives the selected indices in selection order (out[0] = start);
 ///            all distinct.
 /// Throws std::invalid_argument on violated size preconditions, std::bad_alloc when the
-/// n_points floats of min_dist cannot be allocated. Thread-safe (no shared state).
+/// working memory (O(n_points + n_select * dim)) cannot be allocated. Thread-safe (no shared state).
 void coreset(const float* points, std::int64_t n_points, std::int64_t dim, std::int64_t n_select,
              std::int64_t start, int threads, std::int64_t* out);
 
 /// Same as above on IEEE binary16 points (n_points * dim uint16 bit patterns, finite).
 void coreset_f16(const std::uint16_t* points, std::int64_t n_points, std::int64_t dim,
                  std::int64_t n_select, std::int64_t start, int threads, std::int64_t* out);
+
+/// How the steps run (see the file comment); every mode gives the same indices.
+enum class CoresetMode : int { kAuto = 0, kFullPass = 1, kPruned = 2 };
+
+/// Work counters of one selection (for tests and benchmarks).
+struct CoresetStats {
+  std::int64_t full_passes = 0;       // steps run as a full pass
+  std::int64_t pruned_steps = 0;      // steps run with pruning
+  std::int64_t points_evaluated = 0;  // distances to points computed in pruned steps
+  std::int64_t groups_skipped = 0;    // groups skipped by the triangle inequality
+};
+
+/// coreset / coreset_f16 with an explicit mode (kPruned: pruned from step 2 on, whatever the
+/// size) and optional counters (`stats` may be null). Same preconditions, throws and
+/// threading; std::invalid_argument on an unknown mode.
+void coreset_ex(const float* points, std::int64_t n_points, std::int64_t dim,
+                std::int64_t n_select, std::int64_t start, int threads, CoresetMode mode,
+                std::int64_t* out, CoresetStats* stats);
+void coreset_f16_ex(const std::uint16_t* points, std::int64_t n_points, std::int64_t dim,
+                    std::int64_t n_select, std::int64_t start, int threads, CoresetMode mode,
+                    std::int64_t* out, CoresetStats* stats);
 
 /// Canonical squared distances (see the file comment) from `center` to every point, with the
 /// SIMD level dispatched at run time; for tests.
