@@ -60,6 +60,7 @@ py::tuple coreset_ex_binding(const py::array_t<T, py::array::c_style>& points, s
   d["full_passes"] = stats.full_passes;
   d["pruned_steps"] = stats.pruned_steps;
   d["points_evaluated"] = stats.points_evaluated;
+  d["points_checked"] = stats.points_checked;
   d["groups_skipped"] = stats.groups_skipped;
   return py::make_tuple(out, d);
 }

@@ -169,26 +169,30 @@ double skip_factor(std::int64_t dim_padded) noexcept {
   return 2.0 * (1.0 + 1e-3 + 8.0 * gamma);
 }
 
-/// Whether no member of a group (centre s, largest member min_dist r2) can get closer to the new
-/// centre c than to s, given d_sc = canonical squared distance between s and c.
+/// Largest min_dist m for which a point x of the group of centre s certainly does not get
+/// closer to the new centre c, given d_sc = canonical squared distance between s and c: x is
+/// skipped when m_x = min_dist[x] <= skip_bound(d_sc); a whole group when its radius r2 (the
+/// largest member min_dist) is. Returns -1 (nothing skipped) when the bound is not positive.
 ///
-/// Why this is exact. Let e(.,.) be the true Euclidean distance between the float32 points
-/// (binary16 inputs convert exactly). For a member x, m_x = D(x, s) <= r2, where D is the
-/// canonical float32 squared distance. With u = 2^-24 and L = dim_padded / 16, each squared
-/// difference carries at most 2 roundings and passes through at most L - 1 + 4 additions of
-/// non-negative terms, so D = e^2 (1 + theta) + eta with |theta| <= gamma = gamma_{L+7} (about
-/// 1e-6 at 128 dims) and |eta| <= dim_padded * 2^-146 from underflow (subnormal results).
-/// The test below, sqrt(d_sc) >= 2 (1 + 1e-3 + 8 gamma) sqrt(r2) + a with a = 2^-60 >>
-/// sqrt(eta), gives e(s, c) >= (2 + 2e-3) (e(x, s) + tiny), hence by the triangle inequality
-/// e(x, c) >= e(s, c) - e(x, s) >= (1 + 2e-3) e(x, s) + a', and then
+/// Why this is exact. The test is sqrt(m_x) <= (sqrt(d_sc) - a) / f with f = 2 (1 + 1e-3 +
+/// 8 gamma), a = 2^-60, computed in double. Let e(.,.) be the true Euclidean distance between
+/// the float32 points (binary16 inputs convert exactly), and D the canonical float32 squared
+/// distance, m_x = D(x, s). With u = 2^-24 and L = dim_padded / 16, each squared difference
+/// carries 2 roundings and passes through at most L - 1 + 4 additions of non-negative terms,
+/// so D = e^2 (1 + theta) + eta with |theta| <= gamma = gamma_{L+7} (about 1e-6 at 128 dims)
+/// and |eta| <= dim_padded * 2^-146 from underflow (subnormal results), sqrt(eta) << a. The
+/// test gives e(s, c) >= (2 + 2e-3) e(x, s) (up to these bounds), hence by the triangle
+/// inequality e(x, c) >= e(s, c) - e(x, s) >= (1 + 2e-3) e(x, s), and then
 /// D(x, c) >= (1 - gamma) e(x, c)^2 - eta > (1 + gamma) e(x, s)^2 + eta >= D(x, s) = m_x:
-/// min(m_x, D(x, c)) = m_x, so skipping x changes nothing. The margin (1e-3 relative, 2^-60
-/// absolute, the sqrt taken in double) is orders of magnitude above these rounding bounds, so
-/// the decision is only ever conservative: a group near the threshold is evaluated.
-inline bool can_skip(float d_sc, float r2, double factor) noexcept {
+/// min(m_x, D(x, c)) = m_x, so skipping x changes nothing. The margins (1e-3 relative, 2^-60
+/// absolute, 1e-12 on the double product) are orders of magnitude above these rounding
+/// bounds, so a skip is only ever a conservative decision: a point near the threshold is
+/// evaluated.
+inline double skip_bound(float d_sc, double factor) noexcept {
   constexpr double kAbs = 8.673617379884035e-19;  // 2^-60
-  const double r = std::sqrt(static_cast<double>(std::max(r2, 0.f)));
-  return std::sqrt(static_cast<double>(d_sc)) >= factor * r + kAbs;
+  const double thr = (std::sqrt(static_cast<double>(d_sc)) - kAbs) / factor;
+  if (!(thr > 0.0)) return -1.0;
+  return thr * thr * (1.0 - 1e-12);
 }
 
 /// Pruned steps t = t_begin, t_begin + 1, ... (t_begin >= 2). Requires: out[0..t_begin-1]
@@ -231,6 +235,8 @@ std::int64_t pruned_passes(const T* points, std::int64_t n_points, std::int64_t 
   std::vector<std::int64_t> candidates;
   std::vector<WorkItem> items;
   std::vector<detail::ChunkBest> item_best;
+  std::vector<std::int64_t> item_eval;
+  std::vector<double> bound(static_cast<std::size_t>(n_select));
 
   double work_avg = 1.0;
   for (std::int64_t t = 2; t < n_select; ++t) {
@@ -245,29 +251,30 @@ std::int64_t pruned_passes(const T* points, std::int64_t n_points, std::int64_t 
 
     candidates.clear();
     items.clear();
-    std::int64_t evaluated = 0;
+    std::int64_t checked = 0;
     for (std::int64_t g = 0; g < k; ++g) {
       const Group& grp = groups[static_cast<std::size_t>(g)];
       const auto size = static_cast<std::int64_t>(grp.members.size());
       if (size == 0) continue;
-      // The group of c holds c itself (its best): always evaluated, also to drop c.
-      if (g != owner[c] && can_skip(cd[g], grp.best.value, factor)) {
+      bound[g] = skip_bound(cd[g], factor);
+      // The group of c holds c itself (its best): always visited, also to drop c.
+      if (g != owner[c] && static_cast<double>(grp.best.value) <= bound[g]) {
         ++stats.groups_skipped;
         continue;
       }
       candidates.push_back(g);
-      evaluated += size;
+      checked += size;
       for (std::int64_t b = 0; b < size; b += kItem) items.push_back({g, b, std::min(size, b + kItem)});
     }
-    stats.points_evaluated += evaluated;
     ++stats.pruned_steps;
     item_best.assign(items.size(), detail::ChunkBest{-INFINITY, -1});
+    item_eval.assign(items.size(), 0);
 
     // Evaluate: the same canonical pass as the full path, on gathered rows, so the updated
     // min_dist values are bit-identical. A member that gets closer to c is marked (stored as
     // ~index) for moving into c's group; selected points (min_dist -1) are dropped later.
     const auto n_items = static_cast<std::int64_t>(items.size());
-    const int team = (n_threads > 1 && evaluated >= 2 * kItem) ? n_threads : 1;
+    const int team = (n_threads > 1 && checked >= 2 * kItem) ? n_threads : 1;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (team > 1)
     for (std::int64_t w = 0; w < n_items; ++w) {
 #ifdef STRUCTCORE_WITH_OPENMP
@@ -279,27 +286,42 @@ std::int64_t pruned_passes(const T* points, std::int64_t n_points, std::int64_t 
       float* gmd = gather_md.data() + static_cast<std::size_t>(tid) * kGather;
       const WorkItem item = items[static_cast<std::size_t>(w)];
       std::int64_t* mem = groups[static_cast<std::size_t>(item.group)].members.data();
+      const double bnd = bound[item.group];
       detail::ChunkBest best{-INFINITY, -1};
-      for (std::int64_t b = item.begin; b < item.end; b += kGather) {
-        const std::int64_t cnt = std::min(kGather, item.end - b);
-        for (std::int64_t j = 0; j < cnt; ++j) {
-          const std::int64_t i = mem[b + j];
-          std::memcpy(rows + j * dim, points + i * dim, static_cast<std::size_t>(dim) * sizeof(T));
-          gmd[j] = md[i];
-        }
+      std::int64_t pos[kGather];
+      std::int64_t cnt = 0;
+      std::int64_t n_eval = 0;
+      auto flush = [&] {
         pass(rows, dim, cvec.data(), 0, cnt, gmd);
         for (std::int64_t j = 0; j < cnt; ++j) {
-          const std::int64_t i = mem[b + j];
+          const std::int64_t i = mem[pos[j]];
           const float m = gmd[j];
-          if (m < md[i]) {  // strictly closer to c (selected points: -1 stays -1)
+          if (m < md[i]) {  // strictly closer to c
             md[i] = m;
             owner[i] = k;
-            mem[b + j] = ~i;
-          } else if (m >= 0.f && better(m, i, best)) {
+            mem[pos[j]] = ~i;
+          } else if (better(m, i, best)) {
             best = {m, i};
           }
         }
+        n_eval += cnt;
+        cnt = 0;
+      };
+      for (std::int64_t b = item.begin; b < item.end; ++b) {
+        const std::int64_t i = mem[b];
+        const float m = md[i];
+        if (m < 0.f) continue;  // selected (c): dropped by the bookkeeping below
+        if (static_cast<double>(m) <= bnd) {  // certainly not closer to c (skip_bound)
+          if (better(m, i, best)) best = {m, i};
+          continue;
+        }
+        std::memcpy(rows + cnt * dim, points + i * dim, static_cast<std::size_t>(dim) * sizeof(T));
+        gmd[cnt] = m;
+        pos[cnt++] = b;
+        if (cnt == kGather) flush();
       }
+      if (cnt > 0) flush();
+      item_eval[static_cast<std::size_t>(w)] = n_eval;
       item_best[static_cast<std::size_t>(w)] = best;
     }
 
@@ -335,7 +357,13 @@ std::int64_t pruned_passes(const T* points, std::int64_t n_points, std::int64_t 
     // best.index >= 0: t < n_select <= n_points leaves an unselected point in some group.
     out[t] = best.index;
     md[best.index] = -1.f;
-    const double work = static_cast<double>(evaluated + k) / static_cast<double>(n_points);
+    std::int64_t evaluated = 0;
+    for (const std::int64_t e : item_eval) evaluated += e;
+    stats.points_evaluated += evaluated;
+    stats.points_checked += checked;
+    // Work relative to a full pass: a bound check reads 12 bytes, a distance a whole row.
+    const double work = static_cast<double>(evaluated + k + checked / 8) /
+                        static_cast<double>(n_points);
     work_avg = 0.9 * work_avg + 0.1 * work;
   }
   return n_select;

@@ -74,6 +74,7 @@ struct CoresetStats {
   std::int64_t full_passes = 0;       // steps run as a full pass
   std::int64_t pruned_steps = 0;      // steps run with pruning
   std::int64_t points_evaluated = 0;  // distances to points computed in pruned steps
+  std::int64_t points_checked = 0;    // members of visited groups (bound checked) in pruned steps
   std::int64_t groups_skipped = 0;    // groups skipped by the triangle inequality
 };
 
