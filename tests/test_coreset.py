@@ -272,3 +272,100 @@ def test_radius_non_increasing_and_greedy() -> None:
     nearest = np.minimum.accumulate(d, axis=1)
     for t in range(1, 60):
         assert nearest[order[t], t - 1] >= radii[t - 1] * (1 - 1e-5)
+
+
+# ---- triangle-inequality pruning (mode 2) == full passes (mode 1) ---------------------------
+
+
+def _blobs(n_points: int, dim: int, n_blobs: int, seed: int, spread: float = 0.3) -> np.ndarray:
+    """Clustered points (where pruning skips groups): Gaussian blobs around random centres."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_blobs, dim)) * 10
+    labels = rng.integers(0, n_blobs, n_points)
+    return (centres[labels] + spread * rng.standard_normal((n_points, dim))).astype(np.float32)
+
+
+def _modes(points: np.ndarray, n: int, start: int, threads: int = 1) -> dict[int, tuple]:
+    """Indices and counters of the three modes (0 auto, 1 full passes, 2 pruned)."""
+    run = _core.coreset_ex if points.dtype == np.float32 else _core.coreset_f16_ex
+    pts = points if points.dtype == np.float32 else points.view(np.uint16)
+    return {mode: run(pts, n, start, threads, mode) for mode in (0, 1, 2)}
+
+
+def test_pruned_path_matches_reference_on_blobs() -> None:
+    feats = _blobs(6000, 24, 30, seed=3)
+    for projection_dim in (None, 16):  # float32 and float16 points
+        want = reference.coreset(feats, 400, projection_dim=projection_dim, seed=5)
+        prepared = prepare_points(feats, projection_dim, 5)
+        runs = _modes(prepared.points, 400, prepared.start)
+        for mode, (got, _) in runs.items():
+            np.testing.assert_array_equal(got, want, err_msg=f"mode {mode}")
+        stats = runs[2][1]
+        assert stats["pruned_steps"] == 398 and stats["full_passes"] == 1
+        assert stats["groups_skipped"] > 0  # the pruned path ran and skipped work
+        assert stats["points_evaluated"] < 0.5 * 398 * 6000
+        assert runs[0][1] == stats  # auto keeps pruning on clustered data
+        assert runs[1][1]["pruned_steps"] == 0
+        # The public function (auto) gives the same result.
+        np.testing.assert_array_equal(
+            kernels.coreset(feats, 400, projection_dim=projection_dim, seed=5), want
+        )
+
+
+def test_pruned_threads_one_vs_two() -> None:
+    feats = _blobs(30_000, 16, 12, seed=4, spread=1.0)
+    prepared = prepare_points(feats, None, 0)
+    one, s1 = _core.coreset_ex(prepared.points, 1500, prepared.start, 1, 2)
+    two, s2 = _core.coreset_ex(prepared.points, 1500, prepared.start, 2, 2)
+    np.testing.assert_array_equal(one, two)
+    assert s1 == s2 and s1["groups_skipped"] > 0
+    full, _ = _core.coreset_ex(prepared.points, 1500, prepared.start, 1, 1)
+    np.testing.assert_array_equal(one, full)
+
+
+@given(
+    n_points=st.integers(1, 200),
+    dim=st.integers(1, 20),
+    frac=st.floats(0.0, 1.0),
+    n_blobs=st.integers(1, 8),
+    spread=st.sampled_from([0.0, 1e-3, 0.3, 3.0]),
+    data_seed=st.integers(0, 2**16),
+    f16=st.booleans(),
+)
+def test_pruned_equals_full_random(
+    n_points: int, dim: int, frac: float, n_blobs: int, spread: float, data_seed: int, f16: bool
+) -> None:
+    feats = _blobs(n_points, dim, n_blobs, data_seed, spread)
+    if f16:
+        feats = feats.astype(np.float16)
+    n = max(1, round(frac * n_points))
+    start = data_seed % n_points
+    runs = _modes(feats, n, start, threads=2)
+    np.testing.assert_array_equal(runs[2][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+
+
+@given(data_seed=st.integers(0, 2**16), levels=st.integers(1, 4), dim=st.integers(1, 3))
+def test_pruned_equals_full_with_exact_ties(data_seed: int, levels: int, dim: int) -> None:
+    # Integer grids: many distances equal, and points exactly at the skip threshold (x between
+    # s and c with e(s, c) = 2 e(x, s)), which the safety margin must leave to be evaluated.
+    rng = np.random.default_rng(data_seed)
+    feats = rng.integers(0, levels + 1, size=(150, dim)).astype(np.float32)
+    runs = _modes(feats, 150, data_seed % 150)
+    np.testing.assert_array_equal(runs[2][0], runs[1][0])
+    line = np.arange(0, 64, dtype=np.float32)[:, None] * np.float32(2.0 ** (data_seed % 40 - 20))
+    runs = _modes(line, 64, 0)
+    np.testing.assert_array_equal(runs[2][0], runs[1][0])
+
+
+def test_auto_falls_back_to_full_passes_on_gaussian() -> None:
+    # 64-d Gaussian: distances concentrate, pruning cannot pay; auto gives up after 96 steps.
+    feats = _features(8192, 64, 2)
+    got, stats = _core.coreset_ex(feats, 200, 0, 1, 0)
+    np.testing.assert_array_equal(got, _core.coreset_ex(feats, 200, 0, 1, 1)[0])
+    assert stats["pruned_steps"] == 96 and stats["full_passes"] == 200 - 1 - 96
+
+
+def test_bad_mode_rejected() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        _core.coreset_ex(np.zeros((4, 2), np.float32), 2, 0, 1, 3)
