@@ -10,8 +10,8 @@ Two inputs of the same shape: real PatchCore features (MobileNetV2 patches of th
 i.i.d. Gaussian features. Both run through the public pipeline's preparation (seeded 128-d JL
 projection; 128-d features skip it and stay float32, scaled) and then ``_core.coreset_ex``
 single-threaded with mode 1 (full passes) and mode 0 (auto: pruned), side by side in one run,
-medians of ``--repeats``; the indices of the two modes (and of ``_core.coreset``) are compared. Prints a table and writes
-``bench/results/coreset_pruning.json``. Never asserts.
+medians of ``--repeats``; the indices of the two modes (and of ``_core.coreset``) are
+compared. Prints a table and writes ``bench/results/coreset_pruning.json``. Never asserts.
 """
 
 from __future__ import annotations
