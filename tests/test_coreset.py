@@ -359,11 +359,11 @@ def test_pruned_equals_full_with_exact_ties(data_seed: int, levels: int, dim: in
 
 
 def test_auto_falls_back_to_full_passes_on_gaussian() -> None:
-    # 64-d Gaussian: distances concentrate, pruning cannot pay; auto gives up after 96 steps.
+    # 64-d Gaussian: distances concentrate, pruning cannot pay; auto gives up after 40 steps.
     feats = _features(8192, 64, 2)
     got, stats = _core.coreset_ex(feats, 200, 0, 1, 0)
     np.testing.assert_array_equal(got, _core.coreset_ex(feats, 200, 0, 1, 1)[0])
-    assert stats["pruned_steps"] == 96 and stats["full_passes"] == 200 - 1 - 96
+    assert stats["pruned_steps"] == 40 and stats["full_passes"] == 200 - 1 - 40
 
 
 def test_bad_mode_rejected() -> None:

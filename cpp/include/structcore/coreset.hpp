@@ -29,7 +29,7 @@
 //
 // CoresetMode::kAuto (the default) runs step 1 as a full pass and pruned steps afterwards,
 // except for small problems (n_points < 4096 or n_select < 32: full passes only); it falls
-// back to full passes for good when, after 96 pruned steps, a moving average of the work per
+// back to full passes for good when, after 40 pruned steps, a moving average of the work per
 // step stays above 85% of a full pass (e.g. high-dimensional Gaussian data, where distances
 // concentrate and no group is ever skipped).
 //
