@@ -58,6 +58,7 @@ import math
 import os
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
@@ -266,6 +267,11 @@ def _read_archive(fileobj: IO[bytes]) -> tuple[dict[str, Any], dict[str, np.ndar
         for i in infos:
             if not i.filename.endswith(".npy") or "/" in i.filename or "\\" in i.filename:
                 raise _Bad(f"unexpected archive entry {i.filename!r} (only NAME.npy)")
+            if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise _Bad(
+                    f"entry {i.filename!r} uses ZIP compression method {i.compress_type} "
+                    "(only stored and deflated entries are read)"
+                )
         if "metadata.npy" not in names:
             raise _Bad("no 'metadata' entry")
         total = sum(i.file_size for i in infos if i.filename != "metadata.npy")
@@ -387,6 +393,7 @@ def read_model_file(
         NotImplementedError,  # unsupported ZIP compression
         RuntimeError,  # encrypted ZIP entries
         struct.error,
+        zlib.error,  # corrupted deflate streams
     ) as exc:
         raise _bad(name, f"cannot read it as an .npz archive ({type(exc).__name__}: {exc})") from (
             exc
