@@ -18,8 +18,8 @@ RNG = np.random.default_rng(0)
 BANK = RNG.standard_normal((6000, 128), dtype=np.float32)
 QUERIES = RNG.standard_normal((3000, 128), dtype=np.float32)
 FEATS = RNG.standard_normal((20000, 64), dtype=np.float32)
-SCORES = RNG.random((32, 28, 28), dtype=np.float32)
-MAPS = RNG.random((24, 224, 224), dtype=np.float32)
+SCORES = RNG.random((256, 28, 28), dtype=np.float32)
+MAPS = RNG.random((96, 224, 224), dtype=np.float32)
 
 CALLS: dict[str, Callable[[], object]] = {
     "knn": lambda: kernels.knn(QUERIES, BANK, 3, threads=1),
@@ -112,3 +112,12 @@ def test_no_unreviewed_global_mutable_state() -> None:
         ):
             found.append(f"{path.relative_to(ROOT)}: {m.group(0)}")
     assert not found, "unreviewed mutable statics:\n" + "\n".join(found)
+
+
+def test_coreset_projection_size_guard() -> None:
+    from structcore.kernels.coreset import MAX_PROJECTION_ELEMENTS
+
+    x = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (2, 2**20), (0, 0))
+    with pytest.raises(ValueError, match="MAX_PROJECTION_ELEMENTS = 2\\*\\*28"):
+        kernels.coreset(x, 1, projection_dim=2**9)
+    assert MAX_PROJECTION_ELEMENTS >= 2**20 * 2**8  # the largest allowed size still works
