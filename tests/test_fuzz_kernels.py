@@ -248,6 +248,20 @@ def test_float64_beyond_float32_range_is_one_clear_error() -> None:
         kernels.knn(x, np.ones((2, 2), np.float32))
 
 
+def test_describe_huge_threshold_is_refused_not_nan() -> None:
+    """atheris finding: t = -1.8e308 made the masses overflow (centroid Inf/Inf = NaN)."""
+    maps = np.array([[[1.14e20, 1.2e-13]]], np.float32)
+    for t in (-1.7976931348623157e308, 1e300, 2.0**129):
+        with pytest.raises(ValueError, match="2\\*\\*128"):
+            kernels.describe(maps, ["centroid_y", "mu20"], threshold=t)
+        codes = np.array([9, 11], np.int32)
+        with pytest.raises(ValueError, match="2\\*\\*128"):
+            _core.describe(maps, codes, np.zeros(2), 1, t, 8, 1)
+    edge = kernels.describe(maps, ["centroid_y", "mu20", "cc_total_mass"], threshold=-(2.0**128))
+    assert np.isfinite(edge).all()
+    assert kernels.describe(maps, ["max"], threshold=1e300).tolist() == [[float(maps.max())]]
+
+
 # --------------------------------------------------------------------------------------------
 # the private bindings: right dtype and layout, arbitrary sizes and scalars -> ValueError only
 
