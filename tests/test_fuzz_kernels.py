@@ -183,7 +183,8 @@ def test_fuzz_coreset(features, n, projection_dim, seed, threads) -> None:
         st.integers(-1, 40),
         st.tuples(st.integers(0, 30), st.integers(0, 30)),
         st.just(10**6),
-        st.just((16384, 16384)),
+        st.just((16385, 2)),  # a side over MAX_SIDE
+        st.just((2, 16384)),
         st.just(2.5),
     ),
     sigma=st.one_of(st.sampled_from([0.0, 0.1, 1.0, 4.0, 1e3, 1e4, -1.0, np.nan, np.inf])),
