@@ -43,8 +43,9 @@ def _npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _pack(meta: dict, arrays: dict[str, np.ndarray], *, deflate: bool = False) -> bytes:
-    blob = np.frombuffer(json.dumps(meta).encode("utf-8", "surrogatepass"), np.uint8)
+def _pack(meta: dict | bytes, arrays: dict[str, np.ndarray], *, deflate: bool = False) -> bytes:
+    text = meta if isinstance(meta, bytes) else json.dumps(meta).encode("utf-8", "surrogatepass")
+    blob = np.frombuffer(text, np.uint8)
     buf = io.BytesIO()
     mode = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
     with zipfile.ZipFile(buf, "w", compression=mode) as zf:
@@ -54,11 +55,14 @@ def _pack(meta: dict, arrays: dict[str, np.ndarray], *, deflate: bool = False) -
     return buf.getvalue()
 
 
-def _seal(meta: dict, arrays: dict[str, np.ndarray]) -> dict:
+def _seal(meta: dict, arrays: dict[str, np.ndarray]) -> dict | bytes:
+    """``meta`` with a valid checksum, serialised; unchanged if it cannot be serialised."""
     meta = dict(meta)
     meta["arrays"] = {n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()}
-    meta["checksum"] = sio.payload_checksum(meta, arrays)
-    return meta
+    try:
+        return sio.seal_metadata(meta, arrays)
+    except (TypeError, ValueError, UnicodeEncodeError):
+        return meta
 
 
 def make_seeds() -> list[bytes]:
@@ -73,7 +77,7 @@ def make_seeds() -> list[bytes]:
             plain = fh.read()
     meta, arrays = sio.read_model_file(plain)
     v1 = dict(meta, version=1, checksum=sio.array_checksum(arrays))
-    return [plain, _pack(meta, arrays, deflate=True), _pack(v1, arrays)]
+    return [plain, _pack(_seal(meta, arrays), arrays, deflate=True), _pack(v1, arrays)]
 
 
 def _fuzz_value(fdp: atheris.FuzzedDataProvider) -> object:

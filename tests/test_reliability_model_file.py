@@ -16,7 +16,7 @@ import pytest
 import structcore
 from structcore import Detector
 from structcore import io as sio
-from structcore.io import array_checksum, payload_checksum, read_model_file
+from structcore.io import array_checksum, read_model_file, seal_metadata
 
 SMALL = dict(backbone="resnet18", weights=None, dim=8, resize=32, crop=32, folds=2, seed=0)
 PACKAGE = Path(structcore.__file__).resolve().parent
@@ -56,8 +56,9 @@ def _pack(meta: dict, arrays: dict[str, np.ndarray], *, fix: bool = True) -> byt
         meta["arrays"] = {
             n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()
         }
-        meta["checksum"] = payload_checksum(meta, arrays)
-    blob = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        blob = np.frombuffer(seal_metadata(meta, arrays), np.uint8)
+    else:
+        blob = np.frombuffer(json.dumps(meta).encode(), np.uint8)
     return _archive(
         {"metadata.npy": _npy(blob), **{f"{n}.npy": _npy(a) for n, a in arrays.items()}}
     )

@@ -24,11 +24,11 @@ The JSON metadata holds: ``format`` (``"structcore.detector"``), ``version`` (2)
 ``calibration`` (the configured mode), ``calibration_modes`` (the fitted ones),
 ``fitted`` (``lambda``, ``decision_threshold``, ``pixel_threshold``, ``pixel_thresholds``
 per mode, ``n_train``), ``arrays`` (name -> ``{"dtype": "<f4", "shape": [...]}`` for every
-array entry) and ``checksum``: SHA-256 over the whole payload (:func:`payload_checksum`):
-first the metadata without its ``checksum`` key, serialised as
-``json.dumps(meta, sort_keys=True, allow_nan=False)`` and UTF-8 encoded, then ``"\\n"``, then
-the arrays in sorted name order, each contributing ``name``, ``"|"``, dtype string, ``"|"``,
-comma-separated shape, ``"|"``, then its C-order bytes (little-endian). Version 1 files (the
+array entry) and ``checksum``: SHA-256 over the whole payload (:func:`seal_metadata`):
+first the stored metadata bytes with the checksum's 64 hex digits (which occur exactly once)
+replaced by ``0`` characters, then ``"\\n"``, then the arrays in sorted name order, each
+contributing ``name``, ``"|"``, dtype string, ``"|"``, comma-separated shape, ``"|"``, then
+its C-order bytes (little-endian). Version 1 files (the
 same layout, with a checksum over the arrays only, :func:`array_checksum`) are still read.
 Floats in JSON are written with Python's shortest round-trip representation, so they load
 bit-exactly; NaN and infinities are refused on both sides.
@@ -76,9 +76,9 @@ __all__ = [
     "READABLE_VERSIONS",
     "array_checksum",
     "load_detector",
-    "payload_checksum",
     "read_model_file",
     "save_detector",
+    "seal_metadata",
 ]
 
 FORMAT_NAME = "structcore.detector"
@@ -102,27 +102,44 @@ def array_checksum(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def payload_checksum(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 of the metadata (without ``checksum``) and the arrays: the version 2 checksum.
+_ZERO_DIGEST = "0" * 64
+
+
+def _payload_digest(text_zeroed: bytes, arrays: dict[str, np.ndarray]) -> str:
+    """Version 2 checksum: SHA-256 of the metadata bytes with the checksum's 64 hex digits
+    replaced by ``0``, then ``"\\n"``, then the arrays (see :func:`_update_arrays`)."""
+    h = hashlib.sha256()
+    h.update(text_zeroed)
+    h.update(b"\n")
+    _update_arrays(h, arrays)
+    return h.hexdigest()
+
+
+def seal_metadata(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise ``meta`` with its version 2 ``checksum`` over itself and ``arrays``.
+
+    The checksum covers the exact bytes that are stored, so any reader (the C++ one too)
+    verifies it without re-serialising JSON: it replaces the checksum's 64 hex digits, which
+    occur exactly once in the document, by ``0`` and hashes the result.
 
     Parameters
     ----------
     meta : dict
-        The JSON metadata; its ``checksum`` key, if any, is left out.
+        The JSON metadata; a ``checksum`` key, if any, is replaced.
     arrays : dict of str to ndarray
         Every array entry (not ``metadata``).
 
     Returns
     -------
-    str
-        64 hexadecimal digits.
+    bytes
+        The UTF-8 JSON document to store as the ``metadata`` entry.
     """
-    h = hashlib.sha256()
-    body = {k: v for k, v in meta.items() if k != "checksum"}
-    h.update(json.dumps(body, sort_keys=True, allow_nan=False).encode("utf-8"))
-    h.update(b"\n")
-    _update_arrays(h, arrays)
-    return h.hexdigest()
+    body = {**meta, "checksum": _ZERO_DIGEST}
+    text = json.dumps(body, sort_keys=True, allow_nan=False).encode("utf-8")
+    zero = f'"{_ZERO_DIGEST}"'.encode()
+    if text.count(zero) != 1:  # another value that is 64 zeros: the digit run must be unique
+        raise ValueError("cannot save: a metadata value equals the checksum placeholder")
+    return text.replace(zero, f'"{_payload_digest(text, arrays)}"'.encode())
 
 
 def _update_arrays(h: Any, arrays: dict[str, np.ndarray]) -> None:
@@ -184,11 +201,10 @@ def save_detector(det: Detector, path: str | os.PathLike[str]) -> None:
         "arrays": {n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()},
     }
     try:
-        meta["checksum"] = payload_checksum(meta, arrays)
-        text = json.dumps(meta, allow_nan=False, sort_keys=True)
+        text = seal_metadata(meta, arrays)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot save: a setting is not JSON-serialisable ({exc})") from exc
-    payload = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    payload = np.frombuffer(text, dtype=np.uint8)
     with open(os.fspath(path), "wb") as fh:
         np.savez(fh, metadata=payload, **arrays)
 
@@ -256,7 +272,9 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.nda
     return arr
 
 
-def _read_archive(fileobj: IO[bytes]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _read_archive(
+    fileobj: IO[bytes],
+) -> tuple[dict[str, Any], dict[str, np.ndarray], bytes]:
     with zipfile.ZipFile(fileobj) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_ENTRIES:
@@ -284,8 +302,9 @@ def _read_archive(fileobj: IO[bytes]) -> tuple[dict[str, Any], dict[str, np.ndar
         raw = _read_npy(zf, meta_info, MAX_METADATA_BYTES)
         if raw.dtype != np.uint8 or raw.ndim != 1:
             raise _Bad("the metadata entry is not a UTF-8 byte array")
+        text = raw.tobytes()
         try:
-            meta = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_reject_constant)
+            meta = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise _Bad(f"the metadata is not valid JSON ({type(exc).__name__}: {exc})") from exc
         _check_header(meta)
@@ -297,7 +316,7 @@ def _read_archive(fileobj: IO[bytes]) -> tuple[dict[str, Any], dict[str, np.ndar
             arr = _read_npy(zf, info, budget)
             budget -= arr.nbytes
             contents[info.filename[: -len(".npy")]] = arr
-    return meta, contents
+    return meta, contents, text
 
 
 def _check_header(meta: object) -> None:
@@ -312,7 +331,7 @@ def _check_header(meta: object) -> None:
         )
 
 
-def _verify(meta: dict[str, Any], contents: dict[str, np.ndarray]) -> None:
+def _verify(meta: dict[str, Any], contents: dict[str, np.ndarray], text: bytes) -> None:
     declared = meta.get("arrays")
     if not isinstance(declared, dict) or set(declared) != set(contents):
         got = sorted(contents)
@@ -333,10 +352,16 @@ def _verify(meta: dict[str, Any], contents: dict[str, np.ndarray]) -> None:
     if meta["version"] == 1:
         expected = array_checksum(contents)
     else:
-        try:
-            expected = payload_checksum(meta, contents)
-        except (TypeError, ValueError) as exc:  # pragma: no cover - parsed JSON re-serialises
-            raise _Bad(f"the metadata cannot be re-serialised ({exc})") from exc
+        quoted = f'"{checksum}"'.encode() if isinstance(checksum, str) else b""
+        if (
+            not isinstance(checksum, str)
+            or len(checksum) != 64
+            or any(c not in "0123456789abcdef" for c in checksum)
+            or text.count(quoted) != 1
+        ):
+            raise _Bad("checksum missing or malformed (64 lowercase hex digits, once)")
+        zeroed = text.replace(quoted, f'"{_ZERO_DIGEST}"'.encode())
+        expected = _payload_digest(zeroed, contents)
     if checksum != expected:
         raise _Bad("checksum mismatch (the file was modified or corrupted)")
 
@@ -375,8 +400,8 @@ def read_model_file(
         opened = open(name, "rb")  # type: ignore[arg-type]  # noqa: SIM115
     try:
         with opened:
-            meta, contents = _read_archive(opened)
-            _verify(meta, contents)
+            meta, contents, text = _read_archive(opened)
+            _verify(meta, contents, text)
     except _Bad as exc:
         raise _bad(name, str(exc)) from None
     except (
