@@ -10,10 +10,15 @@ leave-one-set-out choice of a default. JSON goes to ``bench/results/accuracy.jso
 
 Data (``--data``, default ``../shared/datasets``):
 
-* ``bottle``: MVTec AD bottle, official split (209 train, 83 test);
+* ``bottle``: MVTec AD bottle, official test set (83 images); the 209 train images
+  subsampled to ``--bottle-train`` (default 100; seeded, ``load_mvtec(max_train=, seed=0)``);
 * ``mtd``: Magnetic Tile, the loaders' seeded split (``split_normal``: 190 of 952 MT_Free
-  images to test, seed 0), train capped at ``--mtd-train`` (default 200, the next images of
+  images to test, seed 0), train capped at ``--mtd-train`` (default 100, the next images of
   the same seeded permutation); test = those 190 good + all 392 defective images;
+
+The train caps keep a full run feasible on a shared 2-core machine: the greedy coreset is
+quadratic in the number of train patches and runs six times per set (final bank + 5
+cross-fit folds).
 * ``mtd_<Class>`` (Blowhole, Break, Crack, Fray, Uneven): the same maps restricted to one
   defect class plus the same 190 good test images (five sets; they share their good images,
   so leave-one-out selection treats all ``mtd*`` sets as one group).
@@ -33,7 +38,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
 
-from structcore import ablation  # noqa: E402
+from structcore import ablation, scores  # noqa: E402
 from structcore.datasets import load_magnetic_tile, load_mvtec  # noqa: E402
 
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2")
@@ -64,14 +69,39 @@ def _subsets(name: str, defects: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
+def _diagnostics_markdown(diag: dict[str, object]) -> str:
+    lines = [
+        "\n### Components alone (cross-fitted z): mean z good / defective, AUROC\n",
+        "| set/backbone | "
+        + " | ".join(("max", *scores.DIAGNOSTIC_COMPONENTS, "ref_z_max"))
+        + " |",
+        "|---|" + "---|" * (len(scores.DIAGNOSTIC_COMPONENTS) + 2),
+    ]
+    for key, d in diag.items():
+        cf = d["crossfit"]  # type: ignore[index]
+        cells = [
+            f"{v['z_good_mean']:+.1f}/{v['z_defect_mean']:+.1f} {v['auroc']:.3f}"
+            for v in cf.values()
+        ]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines.append("\n### Same-train z (paper's mode): mean z of good test images\n")
+    lines.append("| set/backbone | " + " | ".join(("max", *scores.DIAGNOSTIC_COMPONENTS)) + " |")
+    lines.append("|---|" + "---|" * (len(scores.DIAGNOSTIC_COMPONENTS) + 1))
+    for key, d in diag.items():
+        tr = d["train"]  # type: ignore[index]
+        cells = [f"{v['z_good_mean']:+.1f}" for k, v in tr.items() if k != "ref_z_max"]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "datasets")
     ap.add_argument("--cache", type=Path, default=HERE.parent / "runs" / "accuracy")
     ap.add_argument("--backbones", default=",".join(BACKBONES))
     ap.add_argument("--datasets", default="bottle,mtd")
-    ap.add_argument("--mtd-train", type=int, default=200)
-    ap.add_argument("--bottle-train", type=int, default=None)
+    ap.add_argument("--mtd-train", type=int, default=100)
+    ap.add_argument("--bottle-train", type=int, default=100)
     ap.add_argument("--coreset", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resamples", type=int, default=2000)
@@ -93,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     timing: dict[str, dict[str, float]] = {}
+    diagnostics: dict[str, object] = {}
     meta: dict[str, object] = {}
     for bb in backbones:
         cfg = ablation.MapConfig(bb, coreset_ratio=args.coreset)
@@ -125,13 +156,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.build_only:
                 print(f"{dname}/{bb}: maps ready ({t_maps:.1f} s)", file=sys.stderr, flush=True)
                 continue
-            from structcore import scores
-
             t1 = time.perf_counter()
             all_scores = scores.score_variants(ms, names=variant_names)
             t_var = time.perf_counter() - t1
             for sname, rows in _subsets(dname, ms.defects).items():
                 key = f"{sname}/{bb}"
+                diagnostics[key] = {
+                    mode: scores.component_diagnostics(ms, rows, mode)
+                    for mode in ("crossfit", "train")
+                }
                 results[key] = ablation.paired_bootstrap(
                     ms.labels[rows],
                     {k: v[rows] for k, v in all_scores.items()},
@@ -153,11 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = ablation.report(results)
     print(report["markdown"])
+    print(_diagnostics_markdown(diagnostics))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "argv": sys.argv,
         "results": results,
         "selection": report["selection"],
+        "diagnostics": diagnostics,
         "timings_s": timing,
         "meta": meta,
         "total_s": time.perf_counter() - t_start,

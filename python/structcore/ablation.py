@@ -537,6 +537,9 @@ def report(
     sel_keys = [k for k in keys if _split_key(k)[0] not in set(exclude_from_selection)]
     deltas = {k: {v: results[k][v]["delta"] for v in variants} for k in sel_keys}
     groups = {k: _split_key(k)[0] for k in sel_keys}
+    if len(set(groups.values())) < 2:
+        lines.append("\n(leave-one-set-out selection needs at least two sets)")
+        return {"markdown": "\n".join(lines), "selection": {}}
     selection = select_leave_one_out(deltas, groups, tolerance=tolerance, candidates=variants)
     lines.append("\n### Leave-one-set-out choice (picked on the other sets, all backbones)\n")
     lines.append("| held out | chosen | mean delta on selection sets | worst | held-out delta |")

@@ -525,3 +525,55 @@ def score_variants(
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     return {k: np.asarray(VARIANTS[k](ctx), dtype=np.float64) for k in keys}
+
+
+#: Components whose z-distributions :func:`component_diagnostics` reports.
+DIAGNOSTIC_COMPONENTS = ("std", "top_mean", "tv", "q99", "cc_total_area", "cc_largest_mass")
+
+
+def component_diagnostics(
+    ms: Any, rows: np.ndarray | None = None, mode: str = "crossfit", threads: int | None = 2
+) -> dict[str, dict[str, float]]:
+    """Per component: z on good and defective test images, and its AUROC alone.
+
+    z uses the ``mode`` calibration (mean/std). ``max`` and the reference-relative max
+    (``ref_z_max``) are included.
+
+    Parameters
+    ----------
+    ms : structcore.ablation.MapSet
+    rows : ndarray of int or None
+        Test rows to use (default all).
+    mode : {"crossfit", "train"}
+    threads : int or None
+
+    Returns
+    -------
+    dict component -> {"z_good_mean", "z_good_std", "z_defect_mean", "z_defect_std",
+    "z_defect_median", "auroc"}
+    """
+    from .ablation import auroc
+
+    ctx = VariantContext(ms.test_maps, ms.test_max, ms.cal_maps, ms.cal_max, ms.folds, threads)
+    pc, pt = ctx.both(mode, DIAGNOSTIC_COMPONENTS)
+    names = ["max", *DIAGNOSTIC_COMPONENTS, "ref_z_max"]
+    rc = ctx.relative_stat("cal", "z", "crossfit", 1)
+    rt = ctx.relative_stat("test", "z", "crossfit", 1)
+    pc = np.column_stack([ctx.cal_max[mode], pc, rc])
+    pt = np.column_stack([ctx.test_max, pt, rt])
+    z = zscores(pt, *center_scale(pc))
+    sel = np.arange(z.shape[0]) if rows is None else np.asarray(rows)
+    y = np.asarray(ms.labels)[sel].astype(bool)
+    z = z[sel]
+    out: dict[str, dict[str, float]] = {}
+    for j, n in enumerate(names):
+        zg, zd = z[~y, j], z[y, j]
+        out[n] = {
+            "z_good_mean": float(zg.mean()),
+            "z_good_std": float(zg.std()),
+            "z_defect_mean": float(zd.mean()),
+            "z_defect_std": float(zd.std()),
+            "z_defect_median": float(np.median(zd)),
+            "auroc": auroc(y, z[:, j]),
+        }
+    return out
