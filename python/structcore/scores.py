@@ -42,9 +42,12 @@ __all__ = [
     "VariantContext",
     "auto_lambda",
     "center_scale",
+    "conditional_residual",
     "distance",
     "fold_stability_weights",
     "hybrid",
+    "mahalanobis",
+    "novelty_direction",
     "reference_maps",
     "relative_maps",
     "residualize",
@@ -265,6 +268,102 @@ def residualize(
     return a - (icpt + np.outer(x, b)), t - (icpt + np.outer(xt, b))
 
 
+def conditional_residual(
+    target_cal: np.ndarray, cov_cal: np.ndarray, target: np.ndarray, cov: np.ndarray
+) -> np.ndarray:
+    """Target minus its least-squares prediction from covariates, fitted on calibration maps.
+
+    E.g. ``max(S)`` corrected for the map's roughness ``tv``: train-good maps with a rough
+    texture have a higher max; what a defect adds is the max beyond the one the image's own
+    roughness predicts. Fitted with an intercept on the calibration rows; the covariates are
+    z-scored first (scale-free; a constant covariate gets a zero coefficient).
+
+    Parameters
+    ----------
+    target_cal : ndarray (n_cal,)
+    cov_cal : ndarray (n_cal, p) or (n_cal,)
+    target : ndarray (n,)
+    cov : ndarray (n, p) or (n,)
+
+    Returns
+    -------
+    ndarray (n,), float64: ``target - (a + cov @ b)``
+    """
+    xc = _as2d(cov_cal, "cov_cal")
+    xt = _as2d(cov, "cov")
+    c, s = center_scale(xc)
+    zc = np.column_stack([np.ones(xc.shape[0]), zscores(xc, c, s)])
+    zt = np.column_stack([np.ones(xt.shape[0]), zscores(xt, c, s)])
+    yc = np.asarray(target_cal, dtype=np.float64)
+    coef, *_ = np.linalg.lstsq(zc, yc, rcond=None)
+    return np.asarray(target, dtype=np.float64) - zt @ coef
+
+
+def mahalanobis(x_cal: np.ndarray, x: np.ndarray, *, ridge: float = 1e-3) -> np.ndarray:
+    """Full-covariance Mahalanobis distance of ``x`` to the calibration rows.
+
+    The covariance of the standardised calibration rows gets ``ridge`` added to its
+    diagonal (the rows are z-scored first, so the ridge is scale-free).
+
+    Parameters
+    ----------
+    x_cal : ndarray (n_cal, f)
+    x : ndarray (n, f)
+    ridge : float >= 0
+
+    Returns
+    -------
+    ndarray (n,), float64 >= 0
+    """
+    c, s = center_scale(x_cal)
+    zc = zscores(x_cal, c, s)
+    zt = zscores(x, c, s)
+    cov = np.atleast_2d(np.cov(zc, rowvar=False, bias=True)) + ridge * np.eye(zc.shape[1])
+    sol = np.linalg.solve(cov, zt.T).T
+    return np.sqrt(np.maximum(np.sum(zt * sol, axis=1), 0.0))
+
+
+def novelty_direction(
+    x_seen: np.ndarray, x_unseen: np.ndarray, *, full: bool = True, ridge: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label-free direction from maps of seen images to maps of unseen (held-out) images.
+
+    The same train-good images are described twice: scored against a bank that contains
+    them (``x_seen``, the paper's same-train calibration) and cross-fitted (``x_unseen``).
+    The shift between the two is what "not in the bank" does to the descriptor, the
+    direction an anomaly moves further along. With ``full=True`` it is Fisher's discriminant
+    ``w = (Sigma + ridge I)^-1 (mean_unseen - mean_seen)`` (pooled covariance of the z-scored
+    rows), else the diagonal version ``w_c = (mean_unseen - mean_seen)_c`` in z units.
+
+    Parameters
+    ----------
+    x_seen, x_unseen : ndarray (n_seen, f), (n_unseen, f)
+    full : bool
+    ridge : float >= 0
+
+    Returns
+    -------
+    centre, scale : ndarray (f,)
+        Standardisation (of ``x_unseen``) applied before projecting.
+    w : ndarray (f,)
+        Unit-norm projection direction: score = ``((x - centre) / scale) @ w``.
+    """
+    c, s = center_scale(x_unseen)
+    zs = zscores(x_seen, c, s)
+    zu = zscores(x_unseen, c, s)
+    diff = zu.mean(axis=0) - zs.mean(axis=0)
+    if full:
+        pooled = 0.5 * (
+            np.atleast_2d(np.cov(zs, rowvar=False, bias=True))
+            + np.atleast_2d(np.cov(zu, rowvar=False, bias=True))
+        )
+        w = np.linalg.solve(pooled + ridge * np.eye(diff.size), diff)
+    else:
+        w = diff
+    norm = float(np.linalg.norm(w))
+    return c, s, (w / norm if norm > 0 else w)
+
+
 # --------------------------------------------------------------------------- variant context
 
 PAPER = ("std", "top_mean", "tv")
@@ -422,6 +521,52 @@ def _relative(ctx: VariantContext, kind: str, k: int, joint: bool = False) -> np
     return distance(zscores(pt, c, s), "l2", one_sided=True)
 
 
+def _fullcov(ctx: VariantContext, mode: str, joint: bool) -> np.ndarray:
+    """Full-covariance Mahalanobis of [max, phi] (joint) or max + lambda * that of phi."""
+    pc, pt = ctx.both(mode, PAPER)
+    mc, mt = ctx.cal_max[mode], ctx.test_max
+    if joint:
+        return mahalanobis(np.column_stack([mc, pc]), np.column_stack([mt, pt]))
+    return hybrid(mt, mahalanobis(pc, pt), mc, mahalanobis(pc, pc), "auto")
+
+
+def _novelty(ctx: VariantContext, comps: Sequence[str], joint: bool, full: bool) -> np.ndarray:
+    """Projection on the seen -> unseen direction (:func:`novelty_direction`)."""
+    ps, _ = ctx.both("train", comps)
+    pu, pt = ctx.both("crossfit", comps)
+    mu, mt = ctx.cal_max["crossfit"], ctx.test_max
+    if joint:
+        ps = np.column_stack([ctx.cal_max["train"], ps])
+        pu = np.column_stack([mu, pu])
+        pt = np.column_stack([mt, pt])
+    c, s, w = novelty_direction(ps, pu, full=full)
+    proj_t = zscores(pt, c, s) @ w
+    if joint:
+        return proj_t
+    proj_u = zscores(pu, c, s) @ w
+    return hybrid(mt, proj_t, mu, proj_u, "auto")
+
+
+def _conditional(ctx: VariantContext, target: str, covs: Sequence[str], mode: str) -> np.ndarray:
+    """``target`` (``"max"`` or a component) minus its prediction from ``covs``."""
+    pc, pt = ctx.both(mode, tuple(covs))
+    if target == "max":
+        tc, tt = ctx.cal_max[mode], ctx.test_max
+    else:
+        qc, qt = ctx.both(mode, (target,))
+        tc, tt = qc[:, 0], qt[:, 0]
+    return conditional_residual(tc, pc, tt, pt)
+
+
+def _max_plus_conditional(ctx: VariantContext, target: str, covs: Sequence[str]) -> np.ndarray:
+    """``max + lambda * residual``, lambda scale-matched on the cross-fitted maps."""
+    pc, pt = ctx.both("crossfit", tuple(covs))
+    qc, qt = ctx.both("crossfit", (target,))
+    rc = conditional_residual(qc[:, 0], pc, qc[:, 0], pc)
+    rt = conditional_residual(qc[:, 0], pc, qt[:, 0], pt)
+    return hybrid(ctx.test_max, rt, ctx.cal_max["crossfit"], rc, "auto")
+
+
 def _mtcc(ctx: VariantContext, norm: str) -> np.ndarray:
     """Joint one-sided z of [max, largest-component mass at 3 pixel quantiles]."""
     qs = (0.99, 0.999, 0.9999)
@@ -438,6 +583,9 @@ def _mtcc(ctx: VariantContext, norm: str) -> np.ndarray:
 def _topk(ctx: VariantContext, k: int) -> np.ndarray:
     return ctx.memo(("topk", k), lambda: topk_mean(ctx.test_maps, k))
 
+
+#: Components of the extended novelty-direction variant.
+NOVELTY_EXT = ("std", "top_mean", "tv", "q99", "mean", "cc_total_area")
 
 #: Expected defect areas (pixels of the 224 x 224 crop) for top-k pooling: one 8 x 8 feature
 #: cell / 4, one cell, 2 x 2 cells, and the paper's 1% (502 px).
@@ -496,6 +644,19 @@ VARIANTS.update(
         "ref_z/top64": lambda c: _relative(c, "z", 64),
         "joint_ref_mean/max": lambda c: _relative(c, "mean", 1, joint=True),
         "joint_ref_z/max": lambda c: _relative(c, "z", 1, joint=True),
+        "fullcov_joint/crossfit": lambda c: _fullcov(c, "crossfit", True),
+        "fullcov/auto/crossfit": lambda c: _fullcov(c, "crossfit", False),
+        "fullcov/auto/train": lambda c: _fullcov(c, "train", False),
+        "novelty_lda/auto": lambda c: _novelty(c, PAPER, False, True),
+        "novelty_diag/auto": lambda c: _novelty(c, PAPER, False, False),
+        "novelty_lda_joint": lambda c: _novelty(c, PAPER, True, True),
+        "novelty_diag_joint": lambda c: _novelty(c, PAPER, True, False),
+        "novelty_lda_ext/auto": lambda c: _novelty(c, NOVELTY_EXT, False, True),
+        "cond_max|tv/crossfit": lambda c: _conditional(c, "max", ("tv",), "crossfit"),
+        "cond_max|tv,mean/crossfit": lambda c: _conditional(c, "max", ("tv", "mean"), "crossfit"),
+        "cond_top|tv/crossfit": lambda c: _conditional(c, "top_mean", ("tv",), "crossfit"),
+        "max+cond_top|tv/crossfit": lambda c: _max_plus_conditional(c, "top_mean", ("tv",)),
+        "cond_max|tv/train": lambda c: _conditional(c, "max", ("tv",), "train"),
         "mtcc/l2": lambda c: _mtcc(c, "l2"),
         "mtcc/linf": lambda c: _mtcc(c, "linf"),
     }
