@@ -58,9 +58,15 @@ def test_select_leave_one_out_never_looks_at_the_held_out_set() -> None:
     assert sel["c/bb"]["variant"] == "v1"  # chosen on a, b: the loss on c shows as held-out
     assert sel["c/bb"]["held_out_delta"] == -0.5
     assert sel["a/bb"]["variant"] == "v2"  # v1 fails the tolerance on c
+    mm = ab.select_leave_one_out(deltas, groups, rule="minimax")
+    assert mm["a/bb"]["variant"] == "v2"  # worst delta on b and c: v2 +0.01 beats max 0
     # changing the held-out set's own numbers never changes its choice
     deltas["c/bb"] = {"max": 0.0, "v1": 0.9, "v2": -0.9}
     assert ab.select_leave_one_out(deltas, groups)["c/bb"]["variant"] == "v1"
+    mm = ab.select_leave_one_out(deltas, groups, rule="minimax")
+    assert mm["a/bb"]["variant"] == "v1"  # worst on b, c (c changed): v1 +0.03
+    with pytest.raises(ValueError, match="rule"):
+        ab.select_leave_one_out(deltas, groups, rule="best")
 
 
 def test_report_tables_and_selection() -> None:
@@ -72,7 +78,8 @@ def test_report_tables_and_selection() -> None:
         res[key] = ab.paired_bootstrap(y, {"max": s, "v": s + rng.normal(size=40)}, resamples=50)
     rep = ab.report(res)
     assert "| v |" in rep["markdown"]
-    assert set(rep["selection"]) == {"s1/m", "s2/m"}
+    assert set(rep["selection"]["tolerance"]) == {"s1/m", "s2/m"}
+    assert set(rep["selection"]["minimax"]) == {"s1/m", "s2/m"}
 
 
 def test_config_hash_is_stable_and_sensitive() -> None:

@@ -429,15 +429,20 @@ def select_leave_one_out(
     *,
     tolerance: float = 0.005,
     candidates: Sequence[str] | None = None,
+    rule: str = "tolerance",
 ) -> dict[str, dict[str, Any]]:
     """Pick a variant for each held-out set using only the other sets' results.
 
     For held-out set ``h``, the selection sets are every set whose group differs from
     ``h``'s group (sets of one group share images, e.g. the Magnetic Tile defect classes share
-    their good test images). Among ``candidates``, the rule is: keep the variants whose worst
-    delta on the selection sets is >= ``-tolerance``; pick the one with the largest mean delta
-    among them; if none qualifies, pick the one with the largest worst delta. Ties: first in
-    ``candidates`` order.
+    their good test images). Among ``candidates``:
+
+    * ``rule="tolerance"``: keep the variants whose worst delta on the selection sets is
+      >= ``-tolerance``; pick the one with the largest mean delta among them; if none
+      qualifies, pick the one with the largest worst delta;
+    * ``rule="minimax"``: the largest worst delta, then the largest mean delta.
+
+    Ties: first in ``candidates`` order.
 
     Parameters
     ----------
@@ -446,6 +451,7 @@ def select_leave_one_out(
     tolerance : float
     candidates : sequence of str or None
         Variants eligible (default: all variants of the first set).
+    rule : {"tolerance", "minimax"}
 
     Returns
     -------
@@ -453,6 +459,8 @@ def select_leave_one_out(
         ``variant`` (chosen), ``selection_sets``, ``selection_mean``, ``selection_min``,
         ``held_out_delta`` (the chosen variant's delta on the held-out set).
     """
+    if rule not in ("tolerance", "minimax"):
+        raise ValueError(f"rule must be 'tolerance' or 'minimax'; got {rule!r}")
     sets = list(deltas)
     cands = list(candidates) if candidates is not None else list(deltas[sets[0]])
     out: dict[str, dict[str, Any]] = {}
@@ -465,7 +473,9 @@ def select_leave_one_out(
             vals = np.array([deltas[s][c] for s in sel])
             stats[c] = (float(vals.mean()), float(vals.min()))
         ok = [c for c in cands if stats[c][1] >= -tolerance]
-        if ok:
+        if rule == "minimax":
+            chosen = max(cands, key=lambda c: (stats[c][1], stats[c][0], -cands.index(c)))
+        elif ok:
             chosen = max(ok, key=lambda c: (stats[c][0], -cands.index(c)))
         else:
             chosen = max(cands, key=lambda c: (stats[c][1], -cands.index(c)))
@@ -540,18 +550,36 @@ def report(
     if len(set(groups.values())) < 2:
         lines.append("\n(leave-one-set-out selection needs at least two sets)")
         return {"markdown": "\n".join(lines), "selection": {}}
-    selection = select_leave_one_out(deltas, groups, tolerance=tolerance, candidates=variants)
-    lines.append("\n### Leave-one-set-out choice (picked on the other sets, all backbones)\n")
-    lines.append("| held out | chosen | mean delta on selection sets | worst | held-out delta |")
-    lines.append("|---|---|---|---|---|")
-    for k, r in selection.items():
-        lines.append(
-            f"| {k} | {r['variant']} | {r['selection_mean']:+.4f} | {r['selection_min']:+.4f} | "
-            f"{r['held_out_delta']:+.4f} |"
+    selection: dict[str, Any] = {}
+    for rule in ("tolerance", "minimax"):
+        sel = select_leave_one_out(
+            deltas, groups, tolerance=tolerance, candidates=variants, rule=rule
         )
-    held = np.array([r["held_out_delta"] for r in selection.values()])
-    lines.append(
-        f"\nheld-out deltas: mean {held.mean():+.4f}, worst {held.min():+.4f}, "
-        f"{int(np.sum(held < -tolerance))} of {held.size} below -{tolerance}"
-    )
+        selection[rule] = sel
+        lines.append(
+            f"\n### Leave-one-set-out choice, rule {rule!r} (picked on the other sets, "
+            "all backbones)\n"
+        )
+        lines.append(
+            "| held out | chosen | mean delta on selection sets | worst | held-out delta |"
+        )
+        lines.append("|---|---|---|---|---|")
+        for k, r in sel.items():
+            lines.append(
+                f"| {k} | {r['variant']} | {r['selection_mean']:+.4f} | "
+                f"{r['selection_min']:+.4f} | {r['held_out_delta']:+.4f} |"
+            )
+        held = np.array([r["held_out_delta"] for r in sel.values()])
+        lines.append(
+            f"\nheld-out deltas ({rule}): mean {held.mean():+.4f}, worst {held.min():+.4f}, "
+            f"{int(np.sum(held < -tolerance))} of {held.size} below -{tolerance}"
+        )
+    lines.append("\n### Every variant on every selection set: mean and worst delta\n")
+    lines.append("| variant | mean delta | worst delta | sets below -tolerance |")
+    lines.append("|---|---|---|---|")
+    for v in variants:
+        vals = np.array([deltas[k][v] for k in sel_keys])
+        lines.append(
+            f"| {v} | {vals.mean():+.4f} | {vals.min():+.4f} | {int(np.sum(vals < -tolerance))} |"
+        )
     return {"markdown": "\n".join(lines), "selection": selection}
