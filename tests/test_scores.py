@@ -182,3 +182,32 @@ def test_degenerate_constant_maps_give_finite_scores() -> None:
     out = sc.score_variants(ms)
     for name, s in out.items():
         assert np.isfinite(s).all(), name
+
+
+def test_conditional_residual_removes_the_covariate() -> None:
+    rng = np.random.default_rng(7)
+    tv = rng.normal(size=300)
+    target = 3.0 * tv + 2.0 + 0.01 * rng.normal(size=300)
+    r = sc.conditional_residual(target, tv, np.array([3.0 * 1.5 + 2.0 + 1.0]), np.array([1.5]))
+    assert r[0] == pytest.approx(1.0, abs=0.01)  # what the covariate does not explain
+    const = sc.conditional_residual(target, np.ones(300), target[:3], np.ones(3))
+    np.testing.assert_allclose(const, target[:3] - target.mean(), atol=1e-9)
+
+
+def test_mahalanobis_one_dimension_is_abs_z() -> None:
+    rng = np.random.default_rng(8)
+    cal = rng.normal(size=(200, 1)) * 2.0 + 1.0
+    x = np.array([[1.0], [5.0], [-3.0]])
+    c, s = sc.center_scale(cal)
+    expected = np.abs((x[:, 0] - c[0]) / s[0]) / np.sqrt(1.0 + 1e-3)
+    np.testing.assert_allclose(sc.mahalanobis(cal, x), expected, rtol=1e-9)
+
+
+def test_novelty_direction_points_from_seen_to_unseen() -> None:
+    rng = np.random.default_rng(9)
+    seen = rng.normal(size=(100, 3))
+    unseen = rng.normal(size=(100, 3)) + np.array([2.0, 0.0, 0.0])
+    for full in (True, False):
+        _, _, w = sc.novelty_direction(seen, unseen, full=full)
+        assert np.linalg.norm(w) == pytest.approx(1.0)
+        assert w[0] > 0.9
