@@ -79,7 +79,7 @@ def test_file_layout_is_plain_npz(fitted: Detector, saved) -> None:
     assert meta["backbone"] == "resnet18" and meta["layers"] == ["layer2", "layer3"]
     assert meta["weights_sha256"] == fitted.extractor_.weights_sha256
     assert meta["config"]["descriptor"] == "extended" and meta["config"]["reweight"] is True
-    assert meta["calibration"] == "crossfit"
+    assert meta["calibration"] == "train"  # the default (docs/ABLATION.md)
     assert meta["fitted"]["lambda"] == fitted.lambda_
     assert len(meta["checksum"]) == 64
 

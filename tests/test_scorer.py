@@ -322,7 +322,7 @@ META_CASES = [
     ("feature_dim", 7, "bank"),
     ("feature_grid", [4], "'feature_grid' must be [h, w]"),
     ("feature_grid", [0, 4], "'feature_grid' must hold two integers"),
-    ("calibration_modes", ["train"], "components/modes"),
+    ("calibration_modes", ["crossfit"], "components/modes"),
     ("fitted.n_train", 3, "train arrays of mode"),
 ]
 
