@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -159,9 +160,13 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_python_dash_m(tmp_path: Path) -> None:
-    env = {"PYTHONPATH": str(ROOT / "python"), "PATH": "/usr/bin:/bin"}
+    # The same interpreter and environment as this test run: the installed package (CI) or
+    # the source tree on PYTHONPATH (developer build), whichever this run imports.
     run = subprocess.run(
-        [sys.executable, "-m", "structcore", "fit"], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "structcore", "fit"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
     )
     assert run.returncode == 2 and "required" in run.stderr
 

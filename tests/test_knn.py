@@ -463,3 +463,17 @@ def test_bf16_candidate_overflow_falls_back(threads):
         np.testing.assert_array_equal(i, i32)
         np.testing.assert_array_equal(d, d32)
         assert i[0].tolist() == list(range(k))
+
+
+def test_output_size_guard_refuses_before_allocating() -> None:
+    from structcore.kernels.knn import MAX_OUTPUT_ELEMENTS
+
+    # k = n_bank = 2**20 (4 MiB bank) and 1025 queries: the (1025, 2**20) outputs would take
+    # 12 GiB; they are refused before anything is allocated.
+    q = np.zeros((2**10 + 1, 1), np.float32)
+    bank = np.zeros((2**20, 1), np.float32)
+    assert q.shape[0] * bank.shape[0] > MAX_OUTPUT_ELEMENTS
+    with pytest.raises(ValueError, match="MAX_OUTPUT_ELEMENTS"):
+        knn(q, bank, k=bank.shape[0])
+    with pytest.raises(ValueError, match=r"n_queries \* k must be <= 2\*\*30"):
+        _core.knn(q, bank, bank.shape[0], 1)

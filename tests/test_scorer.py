@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from structcore import _core
 from structcore.detector import Detector
 from structcore.images import preprocess
-from structcore.io import array_checksum
+from structcore.io import array_checksum, seal_metadata
 from structcore.scorer import Scorer
 
 # --------------------------------------------------------------------------------------------
@@ -212,7 +212,10 @@ def _pack(
         meta["arrays"] = {
             n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()
         }
-        meta["checksum"] = array_checksum(arrays)
+        if meta.get("version") == 1:
+            meta["checksum"] = array_checksum(arrays)
+        elif text is None:
+            text = seal_metadata(meta, arrays).decode()
     payload = np.frombuffer((text if text is not None else json.dumps(meta)).encode(), np.uint8)
     buf = io.BytesIO()
     (np.savez_compressed if compressed else np.savez)(buf, metadata=payload, **arrays)
@@ -296,7 +299,7 @@ def _edit(meta: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 _DELETE = object()
 
 META_CASES = [
-    ("version", 2, "format version 2 is not supported"),
+    ("version", 3, "format version 3 is not supported"),
     ("version", "1", "format version not a number"),
     ("version", _DELETE, "format version missing"),
     ("format", "other.format", "format is 'other.format'"),
@@ -319,7 +322,7 @@ META_CASES = [
     ("feature_dim", 7, "bank"),
     ("feature_grid", [4], "'feature_grid' must be [h, w]"),
     ("feature_grid", [0, 4], "'feature_grid' must hold two integers"),
-    ("calibration_modes", ["train"], "components/modes"),
+    ("calibration_modes", ["crossfit"], "components/modes"),
     ("fitted.n_train", 3, "train arrays of mode"),
 ]
 

@@ -33,6 +33,8 @@ void check_shapes(const F32& queries, const py::array& bank, std::int64_t k) {
   if (queries.shape(1) != bank.shape(1))
     throw std::invalid_argument("queries and bank must have the same number of columns");
   if (k < 1 || k > bank.shape(0)) throw std::invalid_argument("k must be in [1, n_bank]");
+  if (queries.shape(0) > (std::int64_t(1) << 30) / k)
+    throw std::invalid_argument("knn: n_queries * k must be <= 2**30");
 }
 
 template <class Bank, class Fn>

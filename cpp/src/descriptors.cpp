@@ -401,6 +401,11 @@ void describe(const float* maps, std::int64_t n_maps, std::int64_t height, std::
     if (kTable[code].needs_threshold) {
       require(has_threshold, "describe: a requested component needs a threshold (threshold=None)");
       require(std::isfinite(threshold), "threshold must be finite");
+      // Masses w = S - t of float32 maps stay far from float64 overflow (sum w dy^2 over
+      // 2^62 pixels) only for |t| <= 2^128; beyond, the centroid and moments would be Inf/Inf.
+      require(std::fabs(threshold) <= 0x1p128,
+              "threshold must lie in [-2**128, 2**128] (the float32 range; a threshold outside "
+              "it makes the above-threshold masses overflow)");
       c.plan.threshold = true;
       if (code >= static_cast<std::int32_t>(DescriptorCode::CcCount) &&
           dc != DescriptorCode::CcTotalArea && dc != DescriptorCode::CcTotalMass)

@@ -30,7 +30,10 @@ const char* version() noexcept { return STRUCTCORE_VERSION; }
 namespace {
 
 constexpr const char* kFormatName = "structcore.detector";
-constexpr int kFormatVersion = 1;
+// Versions read: 1 (checksum over the arrays) and 2 (checksum over the stored metadata bytes,
+// its own 64 hex digits replaced by '0', then "\n", then the arrays), as python/structcore/io.py.
+constexpr int kFormatVersionMin = 1;
+constexpr int kFormatVersion = 2;
 /// PatchCore reweighting: bank neighbours of m* (anomalib's default; memory_bank.py).
 constexpr std::int64_t kReweightNeighbors = 9;
 /// Detector.predict uses describe()'s defaults for these two.
@@ -261,7 +264,8 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
            (fmt && fmt->type == detail::Json::Type::String ? "'" + fmt->string + "'" : "missing") +
            ", expected '" + kFormatName + "'");
   const detail::Json* ver = meta.find("version");
-  if (ver == nullptr || ver->type != detail::Json::Type::Number || ver->number != kFormatVersion) {
+  if (ver == nullptr || ver->type != detail::Json::Type::Number ||
+      !(ver->number == kFormatVersionMin || ver->number == kFormatVersion)) {
     std::string got = "missing";
     if (ver != nullptr && ver->type == detail::Json::Type::Number) {
       char buf[64];
@@ -270,8 +274,8 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
     } else if (ver != nullptr) {
       got = "not a number";
     }
-    rd.bad("format version " + got + " is not supported by this structcore (reads version " +
-           std::to_string(kFormatVersion) + ")");
+    rd.bad("format version " + got + " is not supported by this structcore (reads versions " +
+           std::to_string(kFormatVersionMin) + " and " + std::to_string(kFormatVersion) + ")");
   }
 
   // 3. Array entries against the metadata, then the checksum.
@@ -303,7 +307,23 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
              ", which the metadata does not declare");
   }
   {
+    const int version = static_cast<int>(ver->number);
+    const detail::Json* sum = meta.find("checksum");
+    const bool well_formed =
+        sum != nullptr && sum->type == detail::Json::Type::String && sum->string.size() == 64 &&
+        sum->string.find_first_not_of("0123456789abcdef") == std::string::npos;
     detail::Sha256 h;
+    if (version == 2) {
+      // The digits must occur exactly once (quoted) in the stored bytes; hash them zeroed.
+      const std::string quoted = well_formed ? "\"" + sum->string + "\"" : std::string();
+      const std::size_t at = well_formed ? text.find(quoted) : std::string::npos;
+      if (at == std::string::npos || text.find(quoted, at + 1) != std::string::npos)
+        rd.bad("checksum missing or malformed (64 lowercase hex digits, once)");
+      std::string zeroed = text;
+      zeroed.replace(at + 1, 64, std::string(64, '0'));
+      h.update(zeroed.data(), zeroed.size());
+      h.update("\n", 1);
+    }
     for (const auto& kv : arrays) {  // std::map: sorted by name, as Python's sorted()
       const NpyArray& a = kv.second;
       std::string head = kv.first + "|" + a.descr + "|";
@@ -313,9 +333,8 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
       h.update(head.data(), head.size());
       h.update(a.data.data(), a.data.size());
     }
-    const detail::Json* sum = meta.find("checksum");
-    if (sum == nullptr || sum->type != detail::Json::Type::String || sum->string != h.hexdigest())
-      rd.bad("checksum mismatch (the arrays were modified or corrupted)");
+    if (!well_formed || sum->string != h.hexdigest())
+      rd.bad("checksum mismatch (the file was modified or corrupted)");
   }
 
   // 4. The fields the scorer needs.
@@ -323,7 +342,7 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
   ModelInfo& mi = state->info;
   mi.metadata_json = text;
   mi.format = kFormatName;
-  mi.format_version = kFormatVersion;
+  mi.format_version = static_cast<int>(ver->number);
   const detail::Json* sv = meta.find("structcore_version");
   if (sv != nullptr && sv->type == detail::Json::Type::String) mi.structcore_version = sv->string;
   mi.backbone = rd.str(meta, "backbone", "");

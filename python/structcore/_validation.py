@@ -69,7 +69,10 @@ def as_float_array(
         raise ValueError(f"{name} must be {want}-dimensional; got shape {arr.shape}")
     if not allow_empty and arr.size == 0:
         raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    # Values beyond the float32 range become Inf here and are reported by the finiteness
+    # check below as one clear ValueError (not a RuntimeWarning first).
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     if finite and arr.size and not np.isfinite(arr).all():
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{name} must be finite; found {bad} NaN or Inf value(s)")

@@ -28,6 +28,22 @@ input                           conversion
 Grayscale is replicated to three channels; an alpha channel is dropped (not composited).
 16-bit colour files that Pillow opens as 8-bit RGB keep Pillow's 8-bit values.
 
+Size limits (checked before anything image-sized is allocated, each error names the limit):
+
+* an image may hold at most :data:`MAX_IMAGE_PIXELS` pixels (``H * W``; Pillow's own
+  decompression-bomb limit by default). Files are checked from their header, before they are
+  decoded; decompression bombs that Pillow itself refuses raise the same :class:`ValueError`.
+  To accept larger images set ``structcore.images.MAX_IMAGE_PIXELS`` (and, for files, Pillow's
+  ``PIL.Image.MAX_IMAGE_PIXELS``) higher;
+* the resized image (shorter side ``resize``, aspect ratio kept) may hold at most
+  :data:`MAX_IMAGE_PIXELS` pixels as well, which refuses extreme aspect ratios (a 1 x 100000
+  strip would become 256 x 25.6 million pixels);
+* tiny images (down to 1 x 1) are upsampled like any other.
+
+Truncated or unreadable files raise :class:`ValueError` (missing ones
+:class:`FileNotFoundError`); :meth:`structcore.Detector.predict` with ``errors="skip"`` reports
+such failures per image and scores the rest of the batch.
+
 A *batch* (what :func:`as_image_list` accepts) is one image as above, a sequence of them
 (list or tuple, mixed kinds allowed), a 4-D array ``(B, H, W, C)`` or a 4-D tensor
 ``(B, C, H, W)``. Paths are opened lazily, batch by batch, so large folders stream.
@@ -54,10 +70,12 @@ from ._validation import check_int
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "MAX_IMAGE_PIXELS",
     "as_image_list",
     "iter_batches",
     "load_image",
     "preprocess",
+    "preprocess_one",
     "to_float_rgb",
     "transform_mask",
 ]
@@ -66,6 +84,19 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 #: ImageNet channel standard deviations (RGB).
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Most pixels (``H * W``) an input image, and the image resized to ``resize``, may hold.
+#: Pillow's default decompression-bomb limit (about 89.5 megapixels; 1 GiB of float32 RGB).
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def _check_pixels(height: int, width: int, name: str) -> None:
+    n = int(height) * int(width)
+    if n > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"{name}: {height} x {width} = {n} pixels is above the limit "
+            f"structcore.images.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS} (a decompression bomb, "
+            "or raise the limit for genuinely large images)"
+        )
 
 
 def _is_tensor(x: object) -> bool:
@@ -100,20 +131,42 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     ValueError
         The file is not an image Pillow can decode.
     """
+    p = os.fspath(path)
+    with _open_image(p) as im:
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise ValueError(f"could not decode image file {p!r}: {exc}") from exc
+        return _pil_to_float(im, name=p)
+
+
+def _open_image(p: str) -> Any:
+    """``PIL.Image.open`` with the size guard; decoding happens later (``load``)."""
     from PIL import Image, UnidentifiedImageError
 
-    p = os.fspath(path)
     if not os.path.isfile(p):
         raise FileNotFoundError(f"image file not found: {p!r}")
     try:
-        with Image.open(p) as im:
-            im.load()
-            return _pil_to_float(im, name=p)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        im = Image.open(p)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow refuses (error) or, when warnings are errors, flags (warning) the header size.
+        raise ValueError(
+            f"{p!r}: refused as a decompression bomb ({exc}); the limit is "
+            f"structcore.images.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS} pixels"
+        ) from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ValueError(f"could not decode image file {p!r}: {exc}") from exc
+    try:
+        width, height = im.size
+        _check_pixels(height, width, repr(p))
+    except BaseException:
+        im.close()
+        raise
+    return im
 
 
 def _pil_to_float(im: Any, name: str) -> np.ndarray:
+    _check_pixels(im.size[1], im.size[0], name)
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":
         arr = np.asarray(im).astype(np.float32) / 65535.0
@@ -163,6 +216,7 @@ def _array_to_float(arr: np.ndarray, name: str, channels_first: bool) -> np.ndar
         raise ValueError(f"{name} must not be empty; got shape {arr.shape}")
     if arr.shape[2] not in (1, 3, 4):
         raise ValueError(f"{name}: expected 1, 3 or 4 channels; got shape {arr.shape}")
+    _check_pixels(arr.shape[0], arr.shape[1], name)
     kind = arr.dtype
     if kind == np.uint8:
         out = arr.astype(np.float32) / np.float32(255.0)
@@ -274,8 +328,62 @@ def _check_geometry(resize: object, crop: object) -> tuple[int, int]:
     return r, c
 
 
+def _resized_side(height: int, width: int, resize: int, name: str) -> None:
+    """Refuse images whose resized version (shorter side ``resize``) would be too large."""
+    short, long = min(height, width), max(height, width)
+    # torchvision: the long side becomes int(resize * long / short)
+    long_out = int(resize * long / short)
+    if resize * long_out > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"{name}: a {height} x {width} image resized to a shorter side of {resize} would "
+            f"hold {resize} x {long_out} = {resize * long_out} pixels, above the limit "
+            f"structcore.images.MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS} (aspect ratio too "
+            "extreme; crop the image first)"
+        )
+
+
+def preprocess_one(image: object, resize: int = 256, crop: int = 224, name: str = "image") -> Any:
+    """Load, resize, crop and normalise one image (what :func:`preprocess` does per image).
+
+    Parameters
+    ----------
+    image : path, PIL image, ndarray or torch.Tensor
+        One image of any supported kind (see :func:`to_float_rgb`).
+    resize, crop : int
+        As in :func:`preprocess`.
+    name : str
+        Name used in error messages.
+
+    Returns
+    -------
+    x : torch.Tensor of shape (3, crop, crop), float32
+        ImageNet-normalised.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, TypeError
+        The image cannot be read or converted, or is above a size limit (module docstring).
+    """
+    import torch
+    import torchvision.transforms.v2.functional as tvf
+
+    resize, crop = _check_geometry(resize, crop)
+    arr = to_float_rgb(image, name=name)
+    _resized_side(arr.shape[0], arr.shape[1], resize, name)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    t = torch.from_numpy(arr).permute(2, 0, 1)
+    t = tvf.resize(t, [resize], interpolation=tvf.InterpolationMode.BILINEAR, antialias=True)
+    t = tvf.center_crop(t, [crop, crop])
+    return (t - mean) / std
+
+
 def preprocess(
-    images: Sequence[object], resize: int = 256, crop: int = 224, name: str = "images"
+    images: Sequence[object],
+    resize: int = 256,
+    crop: int = 224,
+    name: str = "images",
+    offset: int = 0,
 ) -> Any:
     """Load, resize, crop and normalise a list of images into one backbone input tensor.
 
@@ -290,25 +398,26 @@ def preprocess(
         Side of the centre square kept after resizing, in pixels (``<= resize``).
     name : str
         Name used in error messages.
+    offset : int
+        Index of ``images[0]`` in the caller's whole batch (error messages say
+        ``name[offset + i]``).
 
     Returns
     -------
     batch : torch.Tensor of shape (B, 3, crop, crop), float32
         ImageNet-normalised (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`), on the CPU.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, TypeError
+        The first image that cannot be read, converted, or is above a size limit.
     """
     import torch
-    import torchvision.transforms.v2.functional as tvf
 
     resize, crop = _check_geometry(resize, crop)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
     out = torch.empty((len(images), 3, crop, crop), dtype=torch.float32)
     for i, img in enumerate(images):
-        arr = to_float_rgb(img, name=f"{name}[{i}]")
-        t = torch.from_numpy(arr).permute(2, 0, 1)
-        t = tvf.resize(t, [resize], interpolation=tvf.InterpolationMode.BILINEAR, antialias=True)
-        t = tvf.center_crop(t, [crop, crop])
-        out[i] = (t - mean) / std
+        out[i] = preprocess_one(img, resize, crop, name=f"{name}[{offset + i}]")
     return out
 
 
@@ -333,10 +442,12 @@ def transform_mask(mask: object, resize: int = 256, crop: int = 224) -> np.ndarr
 
     resize, crop = _check_geometry(resize, crop)
     if isinstance(mask, (str, os.PathLike)):
-        from PIL import Image
-
-        with Image.open(os.fspath(mask)) as im:
-            arr = np.asarray(im)
+        p = os.fspath(mask)
+        with _open_image(p) as im:
+            try:
+                arr = np.asarray(im)
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise ValueError(f"could not decode mask file {p!r}: {exc}") from exc
     elif _is_pil(mask):
         arr = np.asarray(mask)
     elif _is_tensor(mask):
@@ -347,6 +458,8 @@ def transform_mask(mask: object, resize: int = 256, crop: int = 224) -> np.ndarr
         arr = arr.any(axis=2)
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"mask must be a non-empty (H, W) image; got shape {arr.shape}")
+    _check_pixels(arr.shape[0], arr.shape[1], "mask")
+    _resized_side(arr.shape[0], arr.shape[1], resize, "mask")
     t = torch.from_numpy(np.ascontiguousarray(arr != 0, dtype=np.uint8))[None]
     t = tvf.resize(t, [resize], interpolation=tvf.InterpolationMode.NEAREST, antialias=False)
     t = tvf.center_crop(t, [crop, crop])

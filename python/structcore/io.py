@@ -1,6 +1,6 @@
-"""Saving and loading fitted detectors: one ``.npz`` file, no pickle.
+"""Saving and loading fitted detectors: one ``.npz`` file, no pickle, no code execution.
 
-Format ``structcore.detector``, version 1. The file is a NumPy ``.npz`` archive (a ZIP of
+Format ``structcore.detector``, version 2. The file is a NumPy ``.npz`` archive (a ZIP of
 ``.npy`` files, written by :func:`numpy.savez`, uncompressed) with these entries:
 
 =========================  =================  ===============================================
@@ -16,7 +16,7 @@ entry                      dtype, shape       content
 ``train_max.<mode>``       float64 (N,)       their max scores
 =========================  =================  ===============================================
 
-The JSON metadata holds: ``format`` (``"structcore.detector"``), ``version`` (1),
+The JSON metadata holds: ``format`` (``"structcore.detector"``), ``version`` (2),
 ``structcore_version``, ``config`` (every constructor parameter of the detector),
 ``backbone``, ``layers``, ``weights_sha256`` (see
 :attr:`structcore.features.FeatureExtractor.weights_sha256`), ``feature_dim``,
@@ -24,41 +24,125 @@ The JSON metadata holds: ``format`` (``"structcore.detector"``), ``version`` (1)
 ``calibration`` (the configured mode), ``calibration_modes`` (the fitted ones),
 ``fitted`` (``lambda``, ``decision_threshold``, ``pixel_threshold``, ``pixel_thresholds``
 per mode, ``n_train``), ``arrays`` (name -> ``{"dtype": "<f4", "shape": [...]}`` for every
-array entry) and ``checksum``: SHA-256 over the arrays in sorted name order, each
+array entry) and ``checksum``: SHA-256 over the whole payload (:func:`seal_metadata`):
+first the stored metadata bytes with the checksum's 64 hex digits (which occur exactly once)
+replaced by ``0`` characters, then ``"\\n"``, then the arrays in sorted name order, each
 contributing ``name``, ``"|"``, dtype string, ``"|"``, comma-separated shape, ``"|"``, then
-its C-order bytes (little-endian). Floats in JSON are written with Python's shortest
-round-trip representation, so they load bit-exactly.
+its C-order bytes (little-endian). Version 1 files (the
+same layout, with a checksum over the arrays only, :func:`array_checksum`) are still read.
+Floats in JSON are written with Python's shortest round-trip representation, so they load
+bit-exactly; NaN and infinities are refused on both sides.
 
 The backbone's weights are not stored: loading rebuilds the backbone from ``config`` (or the
-``weights`` override) and checks its hash. A reader in another language needs only a ZIP
-reader, the ``.npy`` header format and a JSON parser.
+``weights`` override) and checks its hash; weight files are read with
+``torch.load(weights_only=True)``. A reader in another language needs only a ZIP reader, the
+``.npy`` header format and a JSON parser.
 
-Any file that is truncated, tampered with (checksum), of another format or version, or whose
-arrays do not match the metadata raises one :class:`ValueError` saying so.
+Reading never unpickles, never evaluates anything from the file, and allocates no more than
+the sizes the archive declares, which are checked first: at most :data:`MAX_ENTRIES` entries,
+:data:`MAX_METADATA_BYTES` of JSON and :data:`MAX_FILE_BYTES` of arrays in all; dtypes only
+``<f4``, ``<f8`` and ``|u1``; each ``.npy`` header must describe exactly the bytes its entry
+holds. Any file that is truncated, corrupted or tampered with (checksum), of another format
+or version, over a limit, or whose arrays or metadata are inconsistent raises one
+:class:`ValueError` saying so (its message starts with the path and
+``is not a valid structcore detector file``). A missing file raises
+:class:`FileNotFoundError`; weights that do not match raise :class:`ValueError` too.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 import os
+import struct
 import zipfile
-from typing import TYPE_CHECKING, Any
+import zlib
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from .detector import Detector
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "array_checksum", "load_detector", "save_detector"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MAX_ENTRIES",
+    "MAX_FILE_BYTES",
+    "MAX_METADATA_BYTES",
+    "READABLE_VERSIONS",
+    "array_checksum",
+    "load_detector",
+    "read_model_file",
+    "save_detector",
+    "seal_metadata",
+]
 
 FORMAT_NAME = "structcore.detector"
-FORMAT_VERSION = 1
+#: Version written by :func:`save_detector`.
+FORMAT_VERSION = 2
+#: Versions :func:`load_detector` reads (1: checksum over the arrays only).
+READABLE_VERSIONS = (1, 2)
+#: Largest total size of the array entries, in bytes (8 GiB).
+MAX_FILE_BYTES = 2**33
+#: Largest metadata entry, in bytes (16 MiB).
+MAX_METADATA_BYTES = 2**24
+#: Most entries an archive may hold.
+MAX_ENTRIES = 64
+_DTYPES = ("<f4", "<f8", "|u1")
 
 
 def array_checksum(arrays: dict[str, np.ndarray]) -> str:
-    """SHA-256 of the array payload (see the module docstring for the exact byte stream)."""
+    """SHA-256 of the arrays alone (the version 1 checksum; see the module docstring)."""
     h = hashlib.sha256()
+    _update_arrays(h, arrays)
+    return h.hexdigest()
+
+
+_ZERO_DIGEST = "0" * 64
+
+
+def _payload_digest(text_zeroed: bytes, arrays: dict[str, np.ndarray]) -> str:
+    """Version 2 checksum: SHA-256 of the metadata bytes with the checksum's 64 hex digits
+    replaced by ``0``, then ``"\\n"``, then the arrays (see :func:`_update_arrays`)."""
+    h = hashlib.sha256()
+    h.update(text_zeroed)
+    h.update(b"\n")
+    _update_arrays(h, arrays)
+    return h.hexdigest()
+
+
+def seal_metadata(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """Serialise ``meta`` with its version 2 ``checksum`` over itself and ``arrays``.
+
+    The checksum covers the exact bytes that are stored, so any reader (the C++ one too)
+    verifies it without re-serialising JSON: it replaces the checksum's 64 hex digits, which
+    occur exactly once in the document, by ``0`` and hashes the result.
+
+    Parameters
+    ----------
+    meta : dict
+        The JSON metadata; a ``checksum`` key, if any, is replaced.
+    arrays : dict of str to ndarray
+        Every array entry (not ``metadata``).
+
+    Returns
+    -------
+    bytes
+        The UTF-8 JSON document to store as the ``metadata`` entry.
+    """
+    body = {**meta, "checksum": _ZERO_DIGEST}
+    text = json.dumps(body, sort_keys=True, allow_nan=False).encode("utf-8")
+    zero = f'"{_ZERO_DIGEST}"'.encode()
+    if text.count(zero) != 1:  # another value that is 64 zeros: the digit run must be unique
+        raise ValueError("cannot save: a metadata value equals the checksum placeholder")
+    return text.replace(zero, f'"{_payload_digest(text, arrays)}"'.encode())
+
+
+def _update_arrays(h: Any, arrays: dict[str, np.ndarray]) -> None:
     for name in sorted(arrays):
         a = np.ascontiguousarray(arrays[name])
         if a.dtype.byteorder == ">":
@@ -66,7 +150,6 @@ def array_checksum(arrays: dict[str, np.ndarray]) -> str:
         shape = ",".join(str(s) for s in a.shape)
         h.update(f"{name}|{a.dtype.str}|{shape}|".encode())
         h.update(a.tobytes(order="C"))
-    return h.hexdigest()
 
 
 def _jsonable(value: Any) -> Any:
@@ -94,7 +177,7 @@ def save_detector(det: Detector, path: str | os.PathLike[str]) -> None:
         arrays[f"train_max.{mode}"] = np.asarray(det.train_max_[mode], dtype=np.float64)
     config = {k: _jsonable(v) for k, v in det.get_params().items()}
     config["device"] = str(config["device"])
-    meta = {
+    meta: dict[str, Any] = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "structcore_version": __version__,
@@ -116,56 +199,144 @@ def save_detector(det: Detector, path: str | os.PathLike[str]) -> None:
             "n_train": int(det.n_train_),
         },
         "arrays": {n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()},
-        "checksum": array_checksum(arrays),
     }
     try:
-        text = json.dumps(meta, allow_nan=False, sort_keys=True)
+        text = seal_metadata(meta, arrays)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot save: a setting is not JSON-serialisable ({exc})") from exc
-    payload = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    payload = np.frombuffer(text, dtype=np.uint8)
     with open(os.fspath(path), "wb") as fh:
         np.savez(fh, metadata=payload, **arrays)
 
 
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+class _Bad(Exception):
+    """Internal: why a file is invalid (turned into one ValueError naming the file)."""
+
+
 def _bad(path: object, why: str) -> ValueError:
-    return ValueError(f"{os.fspath(path)!s} is not a valid structcore detector file: {why}")  # type: ignore[arg-type]
+    name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
+    return ValueError(f"{name!s} is not a valid structcore detector file: {why}")
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    p = os.fspath(path)
-    if not os.path.isfile(p):
-        raise FileNotFoundError(f"detector file not found: {p!r}")
-    try:
-        with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as npz:
-            contents = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise _bad(p, f"cannot read it as an .npz archive ({type(exc).__name__}: {exc})") from exc
-    if "metadata" not in contents:
-        raise _bad(p, "no 'metadata' entry")
-    raw = contents.pop("metadata")
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise _bad(p, "the metadata entry is not a UTF-8 byte array")
-    try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _bad(p, f"the metadata is not valid JSON ({exc})") from exc
+def _reject_constant(token: str) -> float:
+    raise _Bad(f"the metadata holds the non-finite number {token} (not allowed)")
+
+
+def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.ndarray:
+    """One ``.npy`` entry, after checking its header against the entry's declared size."""
+    with zf.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:  # pragma: no cover - read_magic accepts only these majors today
+            raise _Bad(f"entry {info.filename!r}: unsupported .npy version {version}")
+        header_len = fh.tell()
+        if dtype.str not in _DTYPES:
+            raise _Bad(f"entry {info.filename!r} has dtype {dtype.str}; allowed: {list(_DTYPES)}")
+        if fortran:
+            raise _Bad(f"entry {info.filename!r} is Fortran-ordered (C order expected)")
+        if not isinstance(shape, tuple) or len(shape) > 8:
+            raise _Bad(f"entry {info.filename!r} has an invalid shape {shape!r}")
+        count = 1
+        for s in shape:
+            if not isinstance(s, int) or s < 0:
+                raise _Bad(f"entry {info.filename!r} has an invalid shape {shape!r}")
+            count *= s
+        nbytes = count * dtype.itemsize
+        if nbytes > budget:
+            raise _Bad(
+                f"entry {info.filename!r} declares {nbytes} bytes, above the limit "
+                f"({budget} bytes left of MAX_FILE_BYTES = {MAX_FILE_BYTES})"
+            )
+        if header_len + nbytes != info.file_size:
+            raise _Bad(
+                f"entry {info.filename!r}: its header declares {nbytes} bytes of data but the "
+                f"entry holds {info.file_size - header_len} (truncated or corrupted)"
+            )
+        arr = np.empty(shape, dtype=dtype)
+        view = memoryview(arr.reshape(-1).view(np.uint8)) if count else memoryview(b"")
+        got = 0
+        while got < nbytes:
+            n = fh.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                raise _Bad(f"entry {info.filename!r} is truncated")
+            got += n
+        if fh.read(1):  # reads to the end, so the ZIP CRC is verified
+            raise _Bad(f"entry {info.filename!r} holds more data than its header declares")
+    return arr
+
+
+def _read_archive(
+    fileobj: IO[bytes],
+) -> tuple[dict[str, Any], dict[str, np.ndarray], bytes]:
+    with zipfile.ZipFile(fileobj) as zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise _Bad(f"{len(infos)} archive entries, above the limit MAX_ENTRIES = {MAX_ENTRIES}")
+        names = [i.filename for i in infos]
+        if len(set(names)) != len(names):
+            raise _Bad("duplicate archive entries")
+        for i in infos:
+            if not i.filename.endswith(".npy") or "/" in i.filename or "\\" in i.filename:
+                raise _Bad(f"unexpected archive entry {i.filename!r} (only NAME.npy)")
+            if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise _Bad(
+                    f"entry {i.filename!r} uses ZIP compression method {i.compress_type} "
+                    "(only stored and deflated entries are read)"
+                )
+        if "metadata.npy" not in names:
+            raise _Bad("no 'metadata' entry")
+        total = sum(i.file_size for i in infos if i.filename != "metadata.npy")
+        if total > MAX_FILE_BYTES:
+            raise _Bad(
+                f"the arrays declare {total} bytes, above the limit MAX_FILE_BYTES = "
+                f"{MAX_FILE_BYTES}"
+            )
+        meta_info = infos[names.index("metadata.npy")]
+        raw = _read_npy(zf, meta_info, MAX_METADATA_BYTES)
+        if raw.dtype != np.uint8 or raw.ndim != 1:
+            raise _Bad("the metadata entry is not a UTF-8 byte array")
+        text = raw.tobytes()
+        try:
+            meta = json.loads(text.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise _Bad(f"the metadata is not valid JSON ({type(exc).__name__}: {exc})") from exc
+        _check_header(meta)
+        budget = MAX_FILE_BYTES
+        contents: dict[str, np.ndarray] = {}
+        for info in infos:
+            if info is meta_info:
+                continue
+            arr = _read_npy(zf, info, budget)
+            budget -= arr.nbytes
+            contents[info.filename[: -len(".npy")]] = arr
+    return meta, contents, text
+
+
+def _check_header(meta: object) -> None:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise _bad(
-            p,
-            f"format is {meta.get('format') if isinstance(meta, dict) else None!r}, "
-            f"expected {FORMAT_NAME!r}",
+        got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise _Bad(f"format is {got!r}, expected {FORMAT_NAME!r}")
+    version = meta.get("version")
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise _Bad(
+            f"format version {version!r} is not supported by this structcore "
+            f"(reads versions {list(READABLE_VERSIONS)})"
         )
-    if meta.get("version") != FORMAT_VERSION:
-        raise _bad(
-            p,
-            f"format version {meta.get('version')!r} is not supported by this structcore "
-            f"(reads version {FORMAT_VERSION})",
-        )
+
+
+def _verify(meta: dict[str, Any], contents: dict[str, np.ndarray], text: bytes) -> None:
     declared = meta.get("arrays")
     if not isinstance(declared, dict) or set(declared) != set(contents):
         got = sorted(contents)
         want = sorted(declared) if isinstance(declared, dict) else None
-        raise _bad(p, f"array entries {got} do not match the metadata's {want}")
+        raise _Bad(f"array entries {got} do not match the metadata's {want}")
     for name, spec in declared.items():
         a = contents[name]
         if (
@@ -173,14 +344,240 @@ def _read(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.nd
             or a.dtype.str != spec.get("dtype")
             or list(a.shape) != spec.get("shape")
         ):
-            raise _bad(
-                p,
+            raise _Bad(
                 f"array {name!r} has dtype {a.dtype.str} shape {list(a.shape)}, metadata says "
-                f"{spec}",
+                f"{spec}"
             )
-    if array_checksum(contents) != meta.get("checksum"):
-        raise _bad(p, "checksum mismatch (the arrays were modified or corrupted)")
+    checksum = meta.get("checksum")
+    if meta["version"] == 1:
+        expected = array_checksum(contents)
+    else:
+        quoted = f'"{checksum}"'.encode() if isinstance(checksum, str) else b""
+        if (
+            not isinstance(checksum, str)
+            or len(checksum) != 64
+            or any(c not in "0123456789abcdef" for c in checksum)
+            or text.count(quoted) != 1
+        ):
+            raise _Bad("checksum missing or malformed (64 lowercase hex digits, once)")
+        zeroed = text.replace(quoted, f'"{_ZERO_DIGEST}"'.encode())
+        expected = _payload_digest(zeroed, contents)
+    if checksum != expected:
+        raise _Bad("checksum mismatch (the file was modified or corrupted)")
+
+
+def read_model_file(
+    source: str | os.PathLike[str] | bytes,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read and verify a detector file without building the detector.
+
+    Parameters
+    ----------
+    source : str, path-like or bytes
+        The file, or its content.
+
+    Returns
+    -------
+    meta : dict
+        The JSON metadata (format and version checked).
+    arrays : dict of str to ndarray
+        Every array entry, checked against ``meta["arrays"]`` and the checksum.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``source`` is a path that does not exist.
+    ValueError
+        Anything wrong with the content (see the module docstring).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name: object = "<bytes>"
+        opened: IO[bytes] = io.BytesIO(bytes(source))
+    else:
+        name = os.fspath(source)
+        if not os.path.isfile(name):  # type: ignore[arg-type]
+            raise FileNotFoundError(f"detector file not found: {name!r}")
+        opened = open(name, "rb")  # type: ignore[arg-type]  # noqa: SIM115
+    try:
+        with opened:
+            meta, contents, text = _read_archive(opened)
+            _verify(meta, contents, text)
+    except _Bad as exc:
+        raise _bad(name, str(exc)) from None
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        OverflowError,
+        SyntaxError,
+        NotImplementedError,  # unsupported ZIP compression
+        RuntimeError,  # encrypted ZIP entries
+        struct.error,
+        zlib.error,  # corrupted deflate streams
+    ) as exc:
+        raise _bad(name, f"cannot read it as an .npz archive ({type(exc).__name__}: {exc})") from (
+            exc
+        )
     return meta, contents
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata -> detector state
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    config: dict[str, Any]
+    layers: list[str]
+    weights_sha256: str
+    components: tuple[str, ...]
+    stored: tuple[str, ...]
+    modes: tuple[str, ...]
+    grid: tuple[int, int]
+    feature_dim: int
+    n_train: int
+    lam: float
+    decision_threshold: float
+    pixel_threshold: float
+    pixel_thresholds: dict[str, float]
+    bank_rows: int
+
+
+def _str_list(value: object, what: str, *, nonempty: bool = True) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Bad(f"{what} must be a list of strings; got {value!r:.200}")
+    if nonempty and not value:
+        raise _Bad(f"{what} must not be empty")
+    return list(value)
+
+
+def _pos_int(value: object, what: str) -> int:
+    if type(value) is not int or value < 1:
+        raise _Bad(f"{what} must be a positive integer; got {value!r:.200}")
+    return value
+
+
+def _finite(value: object, what: str) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+        raise _Bad(f"{what} must be a finite number; got {value!r:.200}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Parsed:
+    """Check every metadata field the detector uses and its agreement with the arrays."""
+    from .detector import CALIBRATION_MODES
+
+    config = meta.get("config")
+    if not isinstance(config, dict):
+        raise _Bad("config must be a JSON object")
+    fitted = meta.get("fitted")
+    if not isinstance(fitted, dict):
+        raise _Bad("fitted must be a JSON object")
+    sha = meta.get("weights_sha256")
+    if not isinstance(sha, str):
+        raise _Bad("weights_sha256 must be a string")
+    layers = _str_list(meta.get("layers"), "layers")
+    comps = tuple(_str_list(meta.get("components"), "components"))
+    stored = tuple(_str_list(meta.get("stored_components"), "stored_components"))
+    modes = tuple(_str_list(meta.get("calibration_modes"), "calibration_modes"))
+    if not set(modes) <= set(CALIBRATION_MODES) or len(set(modes)) != len(modes):
+        raise _Bad(f"calibration_modes {list(modes)} must be distinct of {CALIBRATION_MODES}")
+    if not set(comps) <= set(stored):
+        raise _Bad("components must be among stored_components")
+    grid_v = meta.get("feature_grid")
+    if not isinstance(grid_v, list) or len(grid_v) != 2:
+        raise _Bad(f"feature_grid must be [h, w]; got {grid_v!r:.200}")
+    grid = (_pos_int(grid_v[0], "feature_grid[0]"), _pos_int(grid_v[1], "feature_grid[1]"))
+    fdim = _pos_int(meta.get("feature_dim"), "feature_dim")
+    n_train = _pos_int(fitted.get("n_train"), "fitted.n_train")
+    thresholds = fitted.get("pixel_thresholds")
+    if not isinstance(thresholds, dict) or set(thresholds) != set(modes):
+        raise _Bad("fitted.pixel_thresholds must hold one number per calibration mode")
+    pixel_thresholds = {m: _finite(thresholds[m], f"fitted.pixel_thresholds.{m}") for m in modes}
+    lam = _finite(fitted.get("lambda"), "fitted.lambda")
+    if lam < 0:
+        raise _Bad(f"fitted.lambda must be >= 0; got {lam!r}")
+    decision = _finite(fitted.get("decision_threshold"), "fitted.decision_threshold")
+    pixel = _finite(fitted.get("pixel_threshold"), "fitted.pixel_threshold")
+
+    bank = arrays.get("bank")
+    mu, sigma = arrays.get("mu"), arrays.get("sigma")
+    if bank is None or bank.dtype != np.float32 or bank.ndim != 2 or bank.shape[1] != fdim:
+        raise _Bad(f"arrays inconsistent with the metadata (bank: feature_dim {fdim})")
+    if bank.shape[0] < 1:
+        raise _Bad("arrays inconsistent with the metadata (bank: empty)")
+    if mu is None or sigma is None or mu.dtype != np.float64 or sigma.dtype != np.float64:
+        raise _Bad("arrays inconsistent with the metadata (mu/sigma missing or not float64)")
+    if mu.shape != (len(comps),) or sigma.shape != (len(comps),):
+        raise _Bad("arrays inconsistent with the metadata (mu/sigma)")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all() and bool(np.all(sigma > 0))):
+        raise _Bad("arrays inconsistent with the metadata (mu/sigma must be finite, sigma > 0)")
+    if not np.isfinite(bank).all():
+        raise _Bad("the bank holds NaN or Inf values")
+    for mode in modes:
+        phi = arrays.get(f"train_phi.{mode}")
+        mx = arrays.get(f"train_max.{mode}")
+        if (
+            phi is None
+            or mx is None
+            or phi.dtype != np.float64
+            or mx.dtype != np.float64
+            or phi.shape != (n_train, len(stored))
+            or mx.shape != (n_train,)
+        ):
+            raise _Bad(f"arrays inconsistent with the metadata (train arrays of mode {mode!r})")
+        if not (np.isfinite(phi).all() and np.isfinite(mx).all()):
+            raise _Bad(f"the train arrays of mode {mode!r} hold NaN or Inf values")
+    return _Parsed(
+        config=dict(config),
+        layers=layers,
+        weights_sha256=sha,
+        components=comps,
+        stored=stored,
+        modes=modes,
+        grid=grid,
+        feature_dim=fdim,
+        n_train=n_train,
+        lam=lam,
+        decision_threshold=decision,
+        pixel_threshold=pixel,
+        pixel_thresholds=pixel_thresholds,
+        bank_rows=int(bank.shape[0]),
+    )
+
+
+def _configured(
+    cls: type[Detector], parsed: _Parsed, weights: object, device: object
+) -> tuple[Detector, dict[str, Any]]:
+    """A detector with the saved parameters, validated, and its validated parameters."""
+    try:
+        det = cls(**parsed.config)
+    except TypeError as exc:
+        raise _Bad(f"config holds unknown parameters ({exc})") from exc
+    if weights != "config":
+        det.weights = weights  # type: ignore[assignment]
+    if device is not None:
+        det.device = device  # type: ignore[assignment]
+    try:
+        p = det._validated()
+    except (TypeError, ValueError) as exc:
+        raise _Bad(f"config is invalid ({type(exc).__name__}: {exc})") from exc
+    if det.weights is not None and not isinstance(det.weights, (str, os.PathLike)):
+        raise _Bad(f"config.weights must be 'default', a path or null; got {det.weights!r:.200}")
+    if not isinstance(det.device, str):
+        raise _Bad(f"config.device must be a string; got {det.device!r:.200}")
+    if p["calibration"] not in parsed.modes:
+        raise _Bad(f"calibration {p['calibration']!r} was not fitted ({list(parsed.modes)})")
+    if tuple(p["components"]) != parsed.components:
+        raise _Bad("components disagree with config.descriptor")
+    if p["k"] > parsed.bank_rows:
+        raise _Bad(f"config.k = {p['k']} exceeds the bank's {parsed.bank_rows} rows")
+    return det, p
 
 
 def load_detector(
@@ -194,74 +591,40 @@ def load_detector(
     from .calibration import StructCalibrator
     from .features import FeatureExtractor
 
-    meta, arrays = _read(path)
+    meta, arrays = read_model_file(path)
     try:
-        config = dict(meta["config"])
-        det = cls(**config)
-        if weights != "config":
-            det.weights = weights  # type: ignore[assignment]
-        if device is not None:
-            det.device = device  # type: ignore[assignment]
-        p = det._validated()
-        comps = tuple(meta["components"])
-        stored = tuple(meta["stored_components"])
-        modes = tuple(meta["calibration_modes"])
-        fitted = meta["fitted"]
-        grid = tuple(int(v) for v in meta["feature_grid"])
-        fdim = int(meta["feature_dim"])
-        n_train = int(fitted["n_train"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise _bad(path, f"inconsistent metadata ({type(exc).__name__}: {exc})") from exc
-
-    bank, mu, sigma = arrays["bank"], arrays["mu"], arrays["sigma"]
-    checks = [
-        (bank.ndim == 2 and bank.shape[1] == fdim and bank.dtype == np.float32, "bank"),
-        (mu.shape == (len(comps),) and sigma.shape == (len(comps),), "mu/sigma"),
-        (bool(np.all(sigma > 0)) and bool(np.isfinite(mu).all()), "sigma must be > 0"),
-        (set(comps) <= set(stored) and p["calibration"] in modes, "components/modes"),
-    ]
-    for mode in modes:
-        phi = arrays.get(f"train_phi.{mode}")
-        mx = arrays.get(f"train_max.{mode}")
-        checks.append(
-            (
-                phi is not None
-                and mx is not None
-                and phi.shape == (n_train, len(stored))
-                and mx.shape == (n_train,),
-                f"train arrays of mode {mode!r}",
-            )
-        )
-    for ok, what in checks:
-        if not ok:
-            raise _bad(path, f"arrays inconsistent with the metadata ({what})")
+        parsed = _parse(meta, arrays)
+        det, p = _configured(cls, parsed, weights, device)
+    except _Bad as exc:
+        raise _bad(path, str(exc)) from None
 
     extractor = FeatureExtractor(
-        det.backbone, meta["layers"], det.weights, p["dim"], det.device, p["seed"]
+        det.backbone, parsed.layers, det.weights, p["dim"], det.device, p["seed"]
     )
-    if extractor.weights_sha256 != meta["weights_sha256"]:
+    if extractor.weights_sha256 != parsed.weights_sha256:
         raise ValueError(
             f"the backbone weights ({det.weights!r}, sha256 {extractor.weights_sha256[:12]}...) "
             f"differ from those the detector was fitted with (sha256 "
-            f"{str(meta['weights_sha256'])[:12]}...); pass Detector.load(path, weights=...) "
+            f"{parsed.weights_sha256[:12]}...); pass Detector.load(path, weights=...) "
             "with the original weights"
         )
+    modes = parsed.modes
     det.extractor_ = extractor
-    det.bank_ = np.ascontiguousarray(bank)
-    det.components_ = comps
-    det.stored_components_ = stored
+    det.bank_ = np.ascontiguousarray(arrays["bank"])
+    det.components_ = parsed.components
+    det.stored_components_ = parsed.stored
     det.calibration_modes_ = modes
-    det.pixel_thresholds_ = {m: float(fitted["pixel_thresholds"][m]) for m in modes}
+    det.pixel_thresholds_ = dict(parsed.pixel_thresholds)
     det.train_phi_ = {m: arrays[f"train_phi.{m}"] for m in modes}
     det.train_max_ = {m: arrays[f"train_max.{m}"] for m in modes}
-    det.feature_grid_ = (grid[0], grid[1])
-    det.feature_dim_ = fdim
-    det.n_train_ = n_train
+    det.feature_grid_ = parsed.grid
+    det.feature_dim_ = parsed.feature_dim
+    det.n_train_ = parsed.n_train
     det.weights_sha256_ = extractor.weights_sha256
-    cal = StructCalibrator(det.norm, det.lam, det.threshold_quantile, names=comps)
-    cal._restore(mu, sigma, float(fitted["lambda"]), float(fitted["decision_threshold"]))
+    cal = StructCalibrator(det.norm, det.lam, det.threshold_quantile, names=parsed.components)
+    cal._restore(arrays["mu"], arrays["sigma"], parsed.lam, parsed.decision_threshold)
     det.calibrator_ = cal
-    det.pixel_threshold_ = float(fitted["pixel_threshold"])
+    det.pixel_threshold_ = parsed.pixel_threshold
     det.mu_ = cal.mu_
     det.sigma_ = cal.sigma_
     det.lambda_ = cal.lambda_

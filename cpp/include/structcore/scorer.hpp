@@ -47,7 +47,7 @@ const char* version() noexcept;
 /// What a model file says about itself (read-only after loading).
 struct ModelInfo {
   std::string format;               ///< "structcore.detector"
-  int format_version = 0;           ///< 1
+  int format_version = 0;           ///< 1 or 2
   std::string structcore_version;   ///< version of the Python package that saved it
   std::string backbone;             ///< e.g. "wide_resnet50_2", "mobilenet_v2"
   std::vector<std::string> layers;  ///< backbone layers, shallowest first

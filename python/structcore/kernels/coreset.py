@@ -9,7 +9,10 @@ from .._validation import check_threads
 from ..projection import prepare_points
 from ..reference.coreset import _validate
 
-__all__ = ["coreset"]
+__all__ = ["MAX_PROJECTION_ELEMENTS", "coreset"]
+
+#: Largest random projection matrix ``dim * projection_dim`` (elements; 1 GiB of float32).
+MAX_PROJECTION_ELEMENTS = 2**28
 
 
 def coreset(
@@ -60,7 +63,9 @@ def coreset(
         ``threads`` not integers.
     ValueError
         ``features`` not 2-D, empty or not finite; ``n`` outside ``[1, n_points]``;
-        ``projection_dim < 1``; ``seed < 0``; ``threads < 1``.
+        ``projection_dim < 1``; ``seed < 0``; ``threads < 1``; a projection matrix
+        ``dim * projection_dim`` above ``MAX_PROJECTION_ELEMENTS`` (2**28) elements (refused
+        before allocating).
 
     Notes
     -----
@@ -92,6 +97,16 @@ def coreset(
     """
     feats, n, projection_dim, seed = _validate(features, n, projection_dim, seed)
     n_threads = check_threads(threads)
+    dim = feats.shape[1]
+    if projection_dim is not None and projection_dim < dim:
+        size = dim * projection_dim
+        if size > MAX_PROJECTION_ELEMENTS:
+            raise ValueError(
+                f"projection_dim: the projection matrix would hold dim * projection_dim = "
+                f"{dim} * {projection_dim} = {size} values, above the limit "
+                f"MAX_PROJECTION_ELEMENTS = 2**28 = {MAX_PROJECTION_ELEMENTS}; use a smaller "
+                "projection_dim"
+            )
     prepared = prepare_points(feats, projection_dim, seed)
     points = prepared.points
     if points.dtype == np.float16:

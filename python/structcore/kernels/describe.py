@@ -17,12 +17,23 @@ from .._components import (
     EXTENDED_COMPONENTS,
     PAPER_COMPONENTS,
     check_options,
+    needs_threshold,
     parse_components,
     top_k_of,
 )
 from .._validation import as_float_array, check_threads
 
-__all__ = ["DESCRIPTOR_COMPONENTS", "EXTENDED_COMPONENTS", "PAPER_COMPONENTS", "describe"]
+__all__ = [
+    "DESCRIPTOR_COMPONENTS",
+    "EXTENDED_COMPONENTS",
+    "MAX_ABS_THRESHOLD",
+    "PAPER_COMPONENTS",
+    "describe",
+]
+
+#: Largest accepted ``|threshold|`` (2**128, just above the float32 range): beyond it the
+#: above-threshold masses ``S - t`` overflow float64 in the moment sums.
+MAX_ABS_THRESHOLD = 2.0**128
 
 
 @lru_cache(maxsize=256)
@@ -81,7 +92,8 @@ def describe(
         Non-float ``maps``, non-str component names, non-numeric options.
     ValueError
         Wrong rank, empty or non-finite ``maps``; unknown component; ``top_ratio`` outside
-        (0, 1]; ``connectivity`` not 4 or 8; ``threshold`` missing when needed or not finite.
+        (0, 1]; ``connectivity`` not 4 or 8; ``threshold`` missing when needed, not finite
+        or outside ``[-MAX_ABS_THRESHOLD, MAX_ABS_THRESHOLD]`` (2**128).
 
     Notes
     -----
@@ -126,6 +138,11 @@ def describe(
     """
     parsed = parse_components(components)
     ratio, t, conn = check_options(parsed, top_ratio, threshold, connectivity)
+    if t is not None and abs(t) > MAX_ABS_THRESHOLD and needs_threshold(parsed):
+        raise ValueError(
+            f"threshold must lie in [-2**128, 2**128] (MAX_ABS_THRESHOLD, the float32 range); "
+            f"got {t!r}"
+        )
     nthreads = threads if type(threads) is int and 1 <= threads <= 4096 else check_threads(threads)
     # Finiteness is checked by the kernel (its float64 sum is NaN/Inf exactly when the map
     # holds one), saving a full extra pass here.

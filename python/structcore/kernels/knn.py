@@ -6,7 +6,11 @@ import numpy as np
 
 from .._validation import as_float_array, check_int, check_threads
 
-__all__ = ["knn"]
+__all__ = ["MAX_OUTPUT_ELEMENTS", "knn"]
+
+#: Largest ``n_queries * k`` accepted (each output is 12 bytes per element): refused before
+#: allocating, query in smaller batches.
+MAX_OUTPUT_ELEMENTS = 2**30
 
 
 def knn(
@@ -102,4 +106,9 @@ def _validate(
             f"queries and bank must have the same dim; got queries {q.shape} and bank {b.shape}"
         )
     k = check_int(k, "k", low=1, high=b.shape[0])
+    if q.shape[0] * k > MAX_OUTPUT_ELEMENTS:
+        raise ValueError(
+            f"n_queries * k = {q.shape[0]} * {k} = {q.shape[0] * k} is above the limit "
+            f"MAX_OUTPUT_ELEMENTS = 2**30; query in smaller batches"
+        )
     return q, b, k, check_threads(threads)

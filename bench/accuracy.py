@@ -1,0 +1,206 @@
+"""Image-score accuracy ablation (issue 7): data sets x backbones x score variants.
+
+One command builds (or loads from ``--cache``) the maps of every data set and backbone, scores
+every variant of :mod:`structcore.scores`, and prints one table of image AUROC with a 95%
+paired, stratified bootstrap interval of the difference to max pooling; then the
+leave-one-set-out choice of a default. JSON goes to ``bench/results/accuracy.json``.
+
+    TORCH_HOME=../shared/weights PYTHONPATH=python python bench/accuracy.py
+    PYTHONPATH=python python bench/accuracy.py --only-cached          # re-score from the cache
+
+Data (``--data``, default ``../shared/datasets``):
+
+* ``bottle``: MVTec AD bottle, official test set (83 images); the 209 train images
+  subsampled to ``--bottle-train`` (default 100; seeded, ``load_mvtec(max_train=, seed=0)``);
+* ``mtd``: Magnetic Tile, the loaders' seeded split (``split_normal``: 190 of 952 MT_Free
+  images to test, seed 0), train capped at ``--mtd-train`` (default 100, the next images of
+  the same seeded permutation); test = those 190 good + all 392 defective images;
+
+The train caps keep a full run feasible on a shared 2-core machine: the greedy coreset is
+quadratic in the number of train patches and runs six times per set (final bank + 5
+cross-fit folds).
+* ``mtd_<Class>`` (Blowhole, Break, Crack, Fray, Uneven): the same maps restricted to one
+  defect class plus the same 190 good test images (five sets; they share their good images,
+  so leave-one-out selection treats all ``mtd*`` sets as one group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "python"))
+
+from structcore import ablation, scores  # noqa: E402
+from structcore.datasets import load_magnetic_tile, load_mvtec  # noqa: E402
+
+BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2")
+MTD_CLASSES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+
+
+def _datasets(data: Path, mtd_train: int, bottle_train: int | None) -> dict[str, object]:
+    out: dict[str, object] = {}
+    b = data / "mvtec_ad" / "bottle"
+    if b.is_dir():
+        out["bottle"] = load_mvtec(b, max_train=bottle_train, seed=0)
+    m = data / "magnetic_tile"
+    if m.is_dir():
+        out["mtd"] = load_magnetic_tile(m, test_fraction=0.2, seed=0, max_train=mtd_train)
+    return out
+
+
+def _subsets(name: str, defects: np.ndarray) -> dict[str, np.ndarray]:
+    """Evaluation sets (name -> test row indices) drawn from one cached data set."""
+    all_rows = np.arange(defects.size)
+    out = {name: all_rows}
+    if name == "mtd":
+        good = defects == "good"
+        for c in MTD_CLASSES:
+            rows = np.flatnonzero(good | (defects == c))
+            if (defects == c).any():
+                out[f"mtd_{c}"] = rows
+    return out
+
+
+def _diagnostics_markdown(diag: dict[str, object]) -> str:
+    lines = [
+        "\n### Components alone (cross-fitted z): mean z good / defective, AUROC\n",
+        "| set/backbone | "
+        + " | ".join(("max", *scores.DIAGNOSTIC_COMPONENTS, "ref_z_max"))
+        + " |",
+        "|---|" + "---|" * (len(scores.DIAGNOSTIC_COMPONENTS) + 2),
+    ]
+    for key, d in diag.items():
+        cf = d["crossfit"]  # type: ignore[index]
+        cells = [
+            f"{v['z_good_mean']:+.1f}/{v['z_defect_mean']:+.1f} {v['auroc']:.3f}"
+            for v in cf.values()
+        ]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    lines.append("\n### Same-train z (paper's mode): mean z of good test images\n")
+    lines.append("| set/backbone | " + " | ".join(("max", *scores.DIAGNOSTIC_COMPONENTS)) + " |")
+    lines.append("|---|" + "---|" * (len(scores.DIAGNOSTIC_COMPONENTS) + 1))
+    for key, d in diag.items():
+        tr = d["train"]  # type: ignore[index]
+        cells = [f"{v['z_good_mean']:+.1f}" for k, v in tr.items() if k != "ref_z_max"]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "datasets")
+    ap.add_argument("--cache", type=Path, default=HERE.parent / "runs" / "accuracy")
+    ap.add_argument("--backbones", default=",".join(BACKBONES))
+    ap.add_argument("--datasets", default="bottle,mtd")
+    ap.add_argument("--mtd-train", type=int, default=100)
+    ap.add_argument("--bottle-train", type=int, default=100)
+    ap.add_argument("--coreset", type=float, default=0.1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resamples", type=int, default=2000)
+    ap.add_argument("--variants", default=None, help="comma list (default: all)")
+    ap.add_argument("--only-cached", action="store_true", help="skip sets not in the cache")
+    ap.add_argument("--build-only", action="store_true", help="fill the cache, score nothing")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "accuracy.json")
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("TORCH_HOME", str(HERE.parent.parent / "shared" / "weights"))
+    import torch
+
+    torch.set_num_threads(max(1, args.threads))
+    t_start = time.perf_counter()
+    data = _datasets(args.data, args.mtd_train, args.bottle_train)
+    wanted = [d for d in args.datasets.split(",") if d]
+    backbones = [b for b in args.backbones.split(",") if b]
+    variant_names = None if args.variants is None else args.variants.split(",")
+
+    results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    timing: dict[str, dict[str, float]] = {}
+    diagnostics: dict[str, object] = {}
+    meta: dict[str, object] = {}
+    for bb in backbones:
+        cfg = ablation.MapConfig(bb, coreset_ratio=args.coreset)
+        for dname in wanted:
+            if dname not in data:
+                print(f"skip {dname}: not under {args.data}", file=sys.stderr)
+                continue
+            ds = data[dname]
+            t0 = time.perf_counter()
+            try:
+                ms = ablation.load_or_compute_maps(
+                    dname,
+                    ds.train,
+                    [s.image for s in ds.test],
+                    [s.label for s in ds.test],
+                    [s.defect for s in ds.test],
+                    cfg,
+                    args.cache,
+                    threads=args.threads,
+                    log=None
+                    if args.only_cached
+                    else lambda m: print(m, file=sys.stderr, flush=True),
+                    compute=not args.only_cached,
+                )
+            except FileNotFoundError:
+                print(f"skip {dname}/{bb}: not cached", file=sys.stderr)
+                continue
+            t_maps = time.perf_counter() - t0
+            meta[f"{dname}/{bb}"] = {**ms.meta, "split": ds.split}
+            if args.build_only:
+                print(f"{dname}/{bb}: maps ready ({t_maps:.1f} s)", file=sys.stderr, flush=True)
+                continue
+            t1 = time.perf_counter()
+            all_scores = scores.score_variants(ms, names=variant_names)
+            t_var = time.perf_counter() - t1
+            for sname, rows in _subsets(dname, ms.defects).items():
+                key = f"{sname}/{bb}"
+                diagnostics[key] = {
+                    mode: scores.component_diagnostics(ms, rows, mode)
+                    for mode in ("crossfit", "train")
+                }
+                results[key] = ablation.paired_bootstrap(
+                    ms.labels[rows],
+                    {k: v[rows] for k, v in all_scores.items()},
+                    "max",
+                    resamples=args.resamples,
+                    seed=0,
+                )
+            timing[f"{dname}/{bb}"] = {
+                "maps_s": t_maps,
+                "variants_s": t_var,
+                "bootstrap_s": time.perf_counter() - t1 - t_var,
+            }
+            print(
+                f"{dname}/{bb}: maps {t_maps:.1f} s, {len(all_scores)} variants {t_var:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    if args.build_only:
+        return 0
+    report = ablation.report(results)
+    print(report["markdown"])
+    print(_diagnostics_markdown(diagnostics))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "argv": sys.argv,
+        "results": results,
+        "selection": report["selection"],
+        "diagnostics": diagnostics,
+        "timings_s": timing,
+        "meta": meta,
+        "total_s": time.perf_counter() - t_start,
+    }
+    args.out.write_text(json.dumps(doc, indent=1, default=str))
+    print(f"\nwrote {args.out} ({doc['total_s']:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

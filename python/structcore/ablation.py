@@ -1,0 +1,585 @@
+"""Accuracy ablation of image scores: cached maps, paired bootstrap, leave-one-out selection.
+
+This module is the reusable half of ``bench/accuracy.py`` (issue 7). It holds no score
+definitions (those are in :mod:`structcore.scores`); it provides
+
+* :class:`MapConfig` and :func:`config_hash`: what a cached set of maps depends on;
+* :func:`compute_maps` / :func:`load_or_compute_maps`: the detector's own pipeline (the same
+  private steps as :meth:`structcore.Detector.fit` / ``predict``: features, coreset bank,
+  cross-fitted and same-train calibration maps, test maps) with every stage cached on disk as
+  ``.npz`` (features, banks, maps), keyed by data set, backbone and a hash of the
+  configuration and the image lists. A new score variant is then evaluated from the cached
+  maps in seconds;
+* :func:`auroc_matrix` and :func:`paired_bootstrap`: image AUROC of many score columns and a
+  seeded, stratified, paired bootstrap of the AUROC difference of each column to a reference
+  column (max pooling);
+* :func:`select_leave_one_out`: a label-free-at-test-time choice of the default variant,
+  picked on every set except the held-out one (and the sets that share its images).
+
+Nothing here changes the maps: the maps are exactly those :meth:`Detector.predict` returns for
+the same configuration (the test maps are scored against the bank of all train images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import rankdata
+
+__all__ = [
+    "MapConfig",
+    "MapSet",
+    "auroc",
+    "auroc_matrix",
+    "config_hash",
+    "load_or_compute_maps",
+    "paired_bootstrap",
+    "report",
+    "select_leave_one_out",
+]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """Everything the cached maps of one (data set, backbone) depend on.
+
+    Attributes mirror :class:`structcore.Detector` parameters of the same names.
+    """
+
+    backbone: str
+    resize: int = 256
+    crop: int = 224
+    dim: int = 1024
+    coreset_ratio: float = 0.1
+    projection_dim: int = 128
+    k: int = 1
+    sigma: float = 4.0
+    folds: int = 5
+    seed: int = 0
+
+    def feature_part(self) -> dict[str, Any]:
+        """The fields the patch features depend on."""
+        return {
+            "backbone": self.backbone,
+            "resize": self.resize,
+            "crop": self.crop,
+            "dim": self.dim,
+        }
+
+
+def config_hash(*parts: object) -> str:
+    """A 16-hex-digit SHA-256 of the JSON of ``parts`` (sorted keys; paths as strings).
+
+    Parameters
+    ----------
+    *parts : JSON-serialisable objects (dicts, lists, str, numbers; ``Path`` becomes ``str``)
+
+    Returns
+    -------
+    str
+    """
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class MapSet:
+    """Cached maps of one data set under one configuration.
+
+    Attributes
+    ----------
+    test_maps : ndarray (n_test, crop, crop), float32
+        Test maps S (bank of all train images), as :meth:`Detector.predict` returns them.
+    test_max : ndarray (n_test,), float64
+    labels : ndarray (n_test,), int64
+        1 = defective.
+    defects : ndarray (n_test,), str
+        Defect type per test image (``"good"`` for normal images).
+    cal_maps : dict of str to ndarray (n_train, crop, crop), float32
+        Calibration maps per mode (``"crossfit"``: k-fold banks; ``"train"``: the final bank).
+    cal_max : dict of str to ndarray (n_train,), float64
+    folds : ndarray (n_train,), int64
+        Cross-fit fold index of every train image (the detector's seeded folds).
+    meta : dict
+        Configuration, image lists' hash and stage timings (seconds).
+    """
+
+    test_maps: np.ndarray
+    test_max: np.ndarray
+    labels: np.ndarray
+    defects: np.ndarray
+    cal_maps: dict[str, np.ndarray]
+    cal_max: dict[str, np.ndarray]
+    folds: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _fold_index(n: int, folds: int, seed: int) -> np.ndarray:
+    """Fold of each train image, as :meth:`Detector._calibration_maps` assigns them."""
+    perm = np.random.default_rng(seed).permutation(n)
+    out = np.empty(n, dtype=np.int64)
+    for i, part in enumerate(np.array_split(perm, folds)):
+        out[part] = i
+    return out
+
+
+def _atomic_savez(path: Path, **arrays: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _log(log: Callable[[str], None] | None, msg: str) -> None:
+    if log is not None:
+        log(msg)
+
+
+def load_or_compute_maps(
+    name: str,
+    train: Sequence[str | Path],
+    test: Sequence[str | Path],
+    labels: Sequence[int],
+    defects: Sequence[str],
+    cfg: MapConfig,
+    cache_dir: str | Path,
+    *,
+    threads: int | None = None,
+    batch_size: int = 16,
+    log: Callable[[str], None] | None = None,
+    compute: bool = True,
+) -> MapSet:
+    """Maps of a data set under ``cfg``: from the cache, else computed and cached.
+
+    Three cache files under ``cache_dir`` (each written atomically):
+    ``features__{name}__{backbone}__{h}.npz`` (train and test patch features),
+    ``bank__{name}__{backbone}__{h}.npz`` (the final bank) and
+    ``maps__{name}__{backbone}__{h}.npz`` (test maps, both calibration modes' maps, max
+    scores, folds). ``h`` hashes the relevant part of ``cfg`` and the image lists.
+
+    Parameters
+    ----------
+    name : str
+        Data set name (file names only).
+    train, test : sequence of paths
+        Train-good images and test images.
+    labels, defects : sequences of length n_test
+    cfg : MapConfig
+    cache_dir : str or Path
+    threads : int or None
+        Thread cap of the C++ kernels.
+    batch_size : int
+        Images per backbone batch.
+    log : callable or None
+        Receives progress lines.
+    compute : bool
+        False: only read the cache (:class:`FileNotFoundError` when the maps are absent).
+
+    Returns
+    -------
+    MapSet
+    """
+    from . import memory_bank as mb
+    from .detector import Detector
+    from .features import FeatureExtractor
+
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    lists = {"train": [str(p) for p in train], "test": [str(p) for p in test]}
+    hf = config_hash(cfg.feature_part(), lists)
+    hm = config_hash(asdict(cfg), lists)
+    stem = f"{name}__{cfg.backbone}"
+    f_path = cache / f"features__{stem}__{hf}.npz"
+    b_path = cache / f"bank__{stem}__{hm}.npz"
+    m_path = cache / f"maps__{stem}__{hm}.npz"
+    lab = np.asarray(labels, dtype=np.int64)
+    dfc = np.asarray(list(defects), dtype=str)
+    if m_path.is_file():
+        with np.load(m_path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return MapSet(
+                test_maps=z["test_maps"],
+                test_max=z["test_max"],
+                labels=lab,
+                defects=dfc,
+                cal_maps={"crossfit": z["cal_maps_crossfit"], "train": z["cal_maps_train"]},
+                cal_max={"crossfit": z["cal_max_crossfit"], "train": z["cal_max_train"]},
+                folds=z["folds"],
+                meta=meta,
+            )
+    if not compute:
+        raise FileNotFoundError(f"not cached: {m_path}")
+
+    det = Detector(
+        cfg.backbone,
+        dim=cfg.dim,
+        resize=cfg.resize,
+        crop=cfg.crop,
+        coreset_ratio=cfg.coreset_ratio,
+        projection_dim=cfg.projection_dim,
+        k=cfg.k,
+        sigma=cfg.sigma,
+        folds=cfg.folds,
+        seed=cfg.seed,
+        threads=threads,
+        batch_size=batch_size,
+    )
+    p = det._validated()
+    backend = mb.backend_module("cpp")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if f_path.is_file():
+        with np.load(f_path, allow_pickle=False) as z:
+            f_train, f_test = z["train"], z["test"]
+        timings["features_loaded"] = time.perf_counter() - t0
+    else:
+        _log(log, f"[{stem}] features of {len(train)} train + {len(test)} test images")
+        det.extractor_ = FeatureExtractor(cfg.backbone, None, "default", cfg.dim, "cpu", cfg.seed)
+        f_train = det._features(lists["train"], batch_size)
+        f_test = det._features(lists["test"], batch_size)
+        _atomic_savez(f_path, train=f_train, test=f_test)
+        timings["features"] = time.perf_counter() - t0
+    d = f_train.shape[-1]
+    t1 = time.perf_counter()
+    if b_path.is_file():
+        with np.load(b_path, allow_pickle=False) as z:
+            det.bank_ = z["bank"]
+    else:
+        _log(log, f"[{stem}] coreset bank")
+        det.bank_ = mb.build_bank(
+            f_train.reshape(-1, d),
+            cfg.coreset_ratio,
+            projection_dim=cfg.projection_dim,
+            seed=cfg.seed,
+            backend=backend,
+            threads=threads,
+        )
+        _atomic_savez(b_path, bank=det.bank_)
+    timings["bank"] = time.perf_counter() - t1
+    cal_maps: dict[str, np.ndarray] = {}
+    cal_max: dict[str, np.ndarray] = {}
+    for mode in ("crossfit", "train"):
+        t2 = time.perf_counter()
+        _log(log, f"[{stem}] calibration maps ({mode})")
+        cal_maps[mode], cal_max[mode] = det._calibration_maps(mode, f_train, p, backend)
+        timings[f"calibration_{mode}"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    _log(log, f"[{stem}] test maps")
+    tm: list[np.ndarray] = []
+    tx: list[np.ndarray] = []
+    for s in range(0, f_test.shape[0], 64):
+        m, x = det._score(f_test[s : s + 64], det.bank_, backend)
+        tm.append(m)
+        tx.append(x)
+    test_maps, test_max = np.concatenate(tm), np.concatenate(tx)
+    timings["test_maps"] = time.perf_counter() - t3
+    folds = _fold_index(len(train), cfg.folds, cfg.seed)
+    meta = {
+        "config": asdict(cfg),
+        "n_train": len(train),
+        "n_test": len(test),
+        "bank_rows": int(det.bank_.shape[0]),
+        "feature_dim": int(d),
+        "timings_s": timings,
+    }
+    _atomic_savez(
+        m_path,
+        test_maps=test_maps,
+        test_max=test_max,
+        cal_maps_crossfit=cal_maps["crossfit"],
+        cal_maps_train=cal_maps["train"],
+        cal_max_crossfit=cal_max["crossfit"],
+        cal_max_train=cal_max["train"],
+        folds=folds,
+        meta=json.dumps(meta),
+    )
+    return MapSet(test_maps, test_max, lab, dfc, cal_maps, cal_max, folds, meta)
+
+
+# --------------------------------------------------------------------------- AUROC + bootstrap
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Image AUROC (Mann-Whitney U with average ranks for ties).
+
+    Parameters
+    ----------
+    labels : ndarray (n,), 0/1 with both classes present
+    scores : ndarray (n,), finite
+
+    Returns
+    -------
+    float in [0, 1]
+    """
+    return float(auroc_matrix(np.asarray(labels), np.asarray(scores)[:, None])[0])
+
+
+def auroc_matrix(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUROC of every column of ``scores``.
+
+    Parameters
+    ----------
+    labels : ndarray (n,), 0/1, both classes present
+    scores : ndarray (n, m), finite
+
+    Returns
+    -------
+    ndarray (m,), float64
+    """
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        raise ValueError("labels: AUROC needs both classes")
+    if not np.isfinite(s).all():
+        raise ValueError("scores must be finite")
+    r = rankdata(s, axis=0)
+    return (r[y].sum(axis=0) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+
+
+def _auroc_resampled(s: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUROC per row of index resamples: ``pos``/``neg`` (B, n1)/(B, n0) indices into ``s``."""
+    sp = s[pos]
+    sn = s[neg]
+    n1 = pos.shape[1]
+    n0 = neg.shape[1]
+    r = rankdata(np.concatenate([sp, sn], axis=1), axis=1)
+    return (r[:, :n1].sum(axis=1) - n1 * (n1 + 1) / 2.0) / (n1 * n0)
+
+
+def paired_bootstrap(
+    labels: np.ndarray,
+    scores: Mapping[str, np.ndarray],
+    reference: str = "max",
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict[str, float]]:
+    """AUROC of every score and a paired bootstrap interval of its difference to ``reference``.
+
+    Resampling is stratified (good and defective test images are resampled with replacement
+    separately, so every resample has the original class counts) and paired (the same
+    resampled images score every variant). The interval is the percentile interval of the
+    ``resamples`` differences.
+
+    Parameters
+    ----------
+    labels : ndarray (n,), 0/1
+    scores : mapping of str to ndarray (n,)
+        Must contain ``reference``.
+    reference : str
+    resamples : int
+    seed : int
+        Seed of ``numpy.random.default_rng``.
+    level : float in (0, 1)
+
+    Returns
+    -------
+    dict of str to dict
+        Per score: ``auroc``, ``delta`` (auroc - reference auroc), ``lo``, ``hi`` (interval of
+        the delta) and ``p_le0`` (fraction of resamples with delta <= 0).
+    """
+    if reference not in scores:
+        raise ValueError(f"scores must contain the reference {reference!r}")
+    y = np.asarray(labels).astype(bool)
+    ipos = np.flatnonzero(y)
+    ineg = np.flatnonzero(~y)
+    if ipos.size == 0 or ineg.size == 0:
+        raise ValueError("labels: AUROC needs both classes")
+    rng = np.random.default_rng(seed)
+    pos = ipos[rng.integers(0, ipos.size, size=(resamples, ipos.size))]
+    neg = ineg[rng.integers(0, ineg.size, size=(resamples, ineg.size))]
+    ref = np.asarray(scores[reference], dtype=np.float64)
+    ref_point = auroc(y, ref)
+    ref_boot = _auroc_resampled(ref, pos, neg)
+    a = (1.0 - level) / 2.0
+    out: dict[str, dict[str, float]] = {}
+    for key, val in scores.items():
+        s = np.asarray(val, dtype=np.float64)
+        point = auroc(y, s)
+        same = key == reference
+        diff = np.zeros(resamples) if same else _auroc_resampled(s, pos, neg) - ref_boot
+        out[key] = {
+            "auroc": point,
+            "delta": point - ref_point,
+            "lo": float(np.quantile(diff, a)),
+            "hi": float(np.quantile(diff, 1.0 - a)),
+            "p_le0": float(np.mean(diff <= 0.0)),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def select_leave_one_out(
+    deltas: Mapping[str, Mapping[str, float]],
+    groups: Mapping[str, str],
+    *,
+    tolerance: float = 0.005,
+    candidates: Sequence[str] | None = None,
+    rule: str = "tolerance",
+) -> dict[str, dict[str, Any]]:
+    """Pick a variant for each held-out set using only the other sets' results.
+
+    For held-out set ``h``, the selection sets are every set whose group differs from
+    ``h``'s group (sets of one group share images, e.g. the Magnetic Tile defect classes share
+    their good test images). Among ``candidates``:
+
+    * ``rule="tolerance"``: keep the variants whose worst delta on the selection sets is
+      >= ``-tolerance``; pick the one with the largest mean delta among them; if none
+      qualifies, pick the one with the largest worst delta;
+    * ``rule="minimax"``: the largest worst delta, then the largest mean delta.
+
+    Ties: first in ``candidates`` order.
+
+    Parameters
+    ----------
+    deltas : mapping set -> (variant -> AUROC delta to max pooling)
+    groups : mapping set -> group name
+    tolerance : float
+    candidates : sequence of str or None
+        Variants eligible (default: all variants of the first set).
+    rule : {"tolerance", "minimax"}
+
+    Returns
+    -------
+    dict of set -> dict
+        ``variant`` (chosen), ``selection_sets``, ``selection_mean``, ``selection_min``,
+        ``held_out_delta`` (the chosen variant's delta on the held-out set).
+    """
+    if rule not in ("tolerance", "minimax"):
+        raise ValueError(f"rule must be 'tolerance' or 'minimax'; got {rule!r}")
+    sets = list(deltas)
+    cands = list(candidates) if candidates is not None else list(deltas[sets[0]])
+    out: dict[str, dict[str, Any]] = {}
+    for h in sets:
+        sel = [s for s in sets if groups[s] != groups[h]]
+        if not sel:
+            raise ValueError(f"no selection sets left when holding out {h!r}")
+        stats: dict[str, tuple[float, float]] = {}
+        for c in cands:
+            vals = np.array([deltas[s][c] for s in sel])
+            stats[c] = (float(vals.mean()), float(vals.min()))
+        ok = [c for c in cands if stats[c][1] >= -tolerance]
+        if rule == "minimax":
+            chosen = max(cands, key=lambda c: (stats[c][1], stats[c][0], -cands.index(c)))
+        elif ok:
+            chosen = max(ok, key=lambda c: (stats[c][0], -cands.index(c)))
+        else:
+            chosen = max(cands, key=lambda c: (stats[c][1], -cands.index(c)))
+        out[h] = {
+            "variant": chosen,
+            "selection_sets": sel,
+            "selection_mean": stats[chosen][0],
+            "selection_min": stats[chosen][1],
+            "qualified": bool(ok),
+            "held_out_delta": float(deltas[h][chosen]),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    s, _, b = key.partition("/")
+    return s, b
+
+
+def report(
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    *,
+    tolerance: float = 0.005,
+    exclude_from_selection: Sequence[str] = ("mtd",),
+) -> dict[str, Any]:
+    """Markdown tables and the leave-one-set-out selection of a default variant.
+
+    Parameters
+    ----------
+    results : mapping ``"{set}/{backbone}"`` -> variant -> :func:`paired_bootstrap` entry
+    tolerance : float
+        Allowed loss to max pooling in the selection rule (:func:`select_leave_one_out`).
+    exclude_from_selection : sequence of str
+        Sets left out of the selection (``"mtd"``: the union of the Magnetic Tile classes,
+        whose images are those of the per-class sets).
+
+    Returns
+    -------
+    dict with ``markdown`` (str) and ``selection`` (per held-out key, see
+    :func:`select_leave_one_out`; the group of a key is its set, so one set is held out
+    with all its backbones).
+    """
+    keys = list(results)
+    sets = list(dict.fromkeys(_split_key(k)[0] for k in keys))
+    bbs = list(dict.fromkeys(_split_key(k)[1] for k in keys))
+    variants = list(results[keys[0]])
+    lines: list[str] = []
+    for bb in bbs:
+        cols = [s for s in sets if f"{s}/{bb}" in results]
+        lines.append(f"\n### {bb}: image AUROC of max; per variant delta to max [95% CI]\n")
+        lines.append("| variant | " + " | ".join(cols) + " | mean delta |")
+        lines.append("|---|" + "---|" * (len(cols) + 1))
+        for v in variants:
+            cells = []
+            ds = []
+            for s in cols:
+                r = results[f"{s}/{bb}"][v]
+                if v == "max":
+                    cells.append(f"{r['auroc']:.3f}")
+                else:
+                    mark = "+" if r["lo"] > 0 else ("-" if r["hi"] < 0 else "")
+                    cells.append(f"{r['delta']:+.3f} [{r['lo']:+.3f},{r['hi']:+.3f}]{mark}")
+                    ds.append(r["delta"])
+            mean = f"{np.mean(ds):+.4f}" if ds else ""
+            lines.append(f"| {v} | " + " | ".join(cells) + f" | {mean} |")
+    sel_keys = [k for k in keys if _split_key(k)[0] not in set(exclude_from_selection)]
+    deltas = {k: {v: results[k][v]["delta"] for v in variants} for k in sel_keys}
+    groups = {k: _split_key(k)[0] for k in sel_keys}
+    if len(set(groups.values())) < 2:
+        lines.append("\n(leave-one-set-out selection needs at least two sets)")
+        return {"markdown": "\n".join(lines), "selection": {}}
+    selection: dict[str, Any] = {}
+    for rule in ("tolerance", "minimax"):
+        sel = select_leave_one_out(
+            deltas, groups, tolerance=tolerance, candidates=variants, rule=rule
+        )
+        selection[rule] = sel
+        lines.append(
+            f"\n### Leave-one-set-out choice, rule {rule!r} (picked on the other sets, "
+            "all backbones)\n"
+        )
+        lines.append(
+            "| held out | chosen | mean delta on selection sets | worst | held-out delta |"
+        )
+        lines.append("|---|---|---|---|---|")
+        for k, r in sel.items():
+            lines.append(
+                f"| {k} | {r['variant']} | {r['selection_mean']:+.4f} | "
+                f"{r['selection_min']:+.4f} | {r['held_out_delta']:+.4f} |"
+            )
+        held = np.array([r["held_out_delta"] for r in sel.values()])
+        lines.append(
+            f"\nheld-out deltas ({rule}): mean {held.mean():+.4f}, worst {held.min():+.4f}, "
+            f"{int(np.sum(held < -tolerance))} of {held.size} below -{tolerance}"
+        )
+    lines.append("\n### Every variant on every selection set: mean and worst delta\n")
+    lines.append("| variant | mean delta | worst delta | sets below -tolerance |")
+    lines.append("|---|---|---|---|")
+    for v in variants:
+        vals = np.array([deltas[k][v] for k in sel_keys])
+        lines.append(
+            f"| {v} | {vals.mean():+.4f} | {vals.min():+.4f} | {int(np.sum(vals < -tolerance))} |"
+        )
+    return {"markdown": "\n".join(lines), "selection": selection}
