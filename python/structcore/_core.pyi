@@ -21,7 +21,9 @@ __all__: list[str] = [
     "c_abi_version",
     "coreset",
     "coreset_distances",
+    "coreset_ex",
     "coreset_f16",
+    "coreset_f16_ex",
     "describe",
     "descriptor_codes",
     "has_openmp",
@@ -97,6 +99,28 @@ def coreset_distances(
 ) -> numpy.typing.NDArray[numpy.float32]:
     """
     Canonical squared distances (coreset.hpp) from center to every row; for tests.
+    """
+
+def coreset_ex(
+    points: numpy.typing.NDArray[numpy.float32],
+    n: typing.SupportsInt | typing.SupportsIndex,
+    start: typing.SupportsInt | typing.SupportsIndex,
+    threads: typing.SupportsInt | typing.SupportsIndex,
+    mode: typing.SupportsInt | typing.SupportsIndex,
+) -> tuple[numpy.typing.NDArray[numpy.int64], dict[str, int]]:
+    """
+    As coreset with mode 0 (auto), 1 (full passes) or 2 (pruned); returns (indices, work counters dict). For tests and benchmarks.
+    """
+
+def coreset_f16_ex(
+    points: numpy.typing.NDArray[numpy.uint16],
+    n: typing.SupportsInt | typing.SupportsIndex,
+    start: typing.SupportsInt | typing.SupportsIndex,
+    threads: typing.SupportsInt | typing.SupportsIndex,
+    mode: typing.SupportsInt | typing.SupportsIndex,
+) -> tuple[numpy.typing.NDArray[numpy.int64], dict[str, int]]:
+    """
+    As coreset_ex on float16 points passed as their uint16 bit patterns.
     """
 
 def coreset_f16(
