@@ -85,6 +85,8 @@ ALLOWED_STATICS = {
     "static BlockPool* pool = new BlockPool;": "bindings/anomaly_map.cpp: mutex-guarded "
     "pool of one freed output block",
     "static const SimdLevel level = detect();": "common.cpp: CPU level, detected once",
+    "thread_local std::string g_last_error;": "c_api.cpp: the C ABI's per-thread last error",
+    "static const Crc32Table table;": "model_detail.cpp: immutable CRC-32 table",
 }
 
 
