@@ -372,7 +372,9 @@ def preprocess_one(image: object, resize: int = 256, crop: int = 224, name: str 
     _resized_side(arr.shape[0], arr.shape[1], resize, name)
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
-    t = torch.from_numpy(arr).permute(2, 0, 1)
+    # Channels-first *contiguous*: the antialiased resize of a permuted (channels-last) view is
+    # several times slower in torch (bench/bench_e2e.py: 49 -> 13 ms per image at 2 threads).
+    t = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
     t = tvf.resize(t, [resize], interpolation=tvf.InterpolationMode.BILINEAR, antialias=True)
     t = tvf.center_crop(t, [crop, crop])
     return (t - mean) / std
