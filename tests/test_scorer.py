@@ -655,3 +655,13 @@ def test_c_abi_errors(capi: ctypes.CDLL, model: Model, tmp_path: Path) -> None:
     assert b"scorer must not be NULL" in capi.structcore_last_error()
     assert from_memory(data) == 0 and handle.value
     capi.structcore_scorer_destroy(handle)
+
+
+def test_non_utf8_entry_name_gives_a_clean_error(model: Model) -> None:
+    """Regression (CI hypothesis run): a byte flip inside a ZIP entry name put raw non-UTF-8
+    bytes into the C++ message, which Python could not decode (UnicodeDecodeError)."""
+    data = bytearray(model[0])
+    at = bytes(data).rindex(b"bank.npy")  # the central-directory copy of the name
+    data[at] = 0x81
+    msg = _load_error(bytes(data))
+    assert "not a valid" in msg and "\\x81" in msg

@@ -24,11 +24,35 @@
 
 namespace structcore {
 
+namespace detail {
+/// `text` with every byte outside printable ASCII written as \xNN: messages quote names read
+/// from untrusted files, and must stay valid text for every consumer (Python decodes them
+/// as UTF-8; a C caller prints them).
+inline std::string printable_message(const std::string& text) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c >= 0x20 && c < 0x7f) {
+      out += ch;
+    } else {
+      out += "\\x";
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+}  // namespace detail
+
 /// A malformed or unsupported model / array file. Derives from std::invalid_argument, so the
-/// Python binding raises ValueError.
+/// Python binding raises ValueError. The message is made printable ASCII (see above).
 class FormatError : public std::invalid_argument {
 public:
-  using std::invalid_argument::invalid_argument;
+  explicit FormatError(const std::string& what)
+      : std::invalid_argument(detail::printable_message(what)) {}
+  explicit FormatError(const char* what) : FormatError(std::string(what)) {}
 };
 
 /// A file that cannot be opened or read (not a format problem).
