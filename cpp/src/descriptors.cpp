@@ -178,11 +178,15 @@ MassShape mass_shape(const ThresholdSummary& s, std::int64_t h, std::int64_t w) 
   const double half_diff = 0.5 * (m.mu02 - m.mu20);
   const double disc = std::sqrt(half_diff * half_diff + m.mu11 * m.mu11);
   const double l1 = half_trace + disc;
-  if (l1 > 0) {
+  // A mass whose largest variance is at most kPointVariance px^2 is a point (eccentricity and
+  // orientation 0): below that the raw-moment variances are cancellation noise (a 1e-40
+  // weight beside a weight of 1 has a true variance of 1e-40 that no double can resolve).
+  constexpr double kPointVariance = 1e-9;
+  if (l1 > kPointVariance) {
     // e^2 = 1 - l2 / l1 = 2 disc / l1 (no cancellation in l2).
     m.ecc = std::min(1.0, std::sqrt(2.0 * disc / l1));
   }
-  if (disc > 1e-9 * half_trace) {
+  if (l1 > kPointVariance && disc > 1e-9 * half_trace) {
     m.orient = 0.5 * std::atan2(2.0 * m.mu11, m.mu02 - m.mu20);
     if (m.orient <= -0.5 * kPi) m.orient = 0.5 * kPi;  // range (-pi/2, pi/2]
   }

@@ -58,7 +58,8 @@ DESCRIPTOR_COMPONENTS: dict[str, str] = {
     "mu02": "w-weighted variance of the column coordinate, sum w (x - cx)**2 / sum w (pixels**2)",
     "mu11": "w-weighted covariance, sum w (y - cy) (x - cx) / sum w (pixels**2)",
     "spread": "RMS distance of the mass from its centroid, sqrt(mu20 + mu02) (pixels)",
-    "eccentricity": "sqrt(1 - l2 / l1) of the mass covariance eigenvalues: 0 round, 1 a line",
+    "eccentricity": "sqrt(1 - l2 / l1) of the mass covariance eigenvalues: 0 round or a point "
+    "(l1 <= 1e-9 px^2), 1 a line",
     "orientation": "major-axis angle in (-pi/2, pi/2] from +x (columns) toward +y (rows)",
     "cc_count": "number of connected components of S > t",
     "cc_largest_area": "pixels of the largest component / N (largest = most pixels)",

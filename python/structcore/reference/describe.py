@@ -25,6 +25,10 @@ from .._validation import as_float_array, check_threads
 __all__ = ["DESCRIPTOR_COMPONENTS", "EXTENDED_COMPONENTS", "PAPER_COMPONENTS", "describe"]
 
 _ISOTROPIC = 1e-9  # relative: orientation is 0 when l1 - l2 <= 1e-9 (l1 + l2)
+# A mass whose largest variance is at most 1e-9 px^2 is a point: eccentricity and orientation
+# 0. (Below that, a shape is not resolvable in float64 from raw moments: the C++ kernel's
+# one-pass moments lose it to cancellation, e.g. a 1e-40 weight beside a weight of 1.)
+_POINT_VARIANCE = 1e-9
 
 
 def describe(
@@ -138,8 +142,8 @@ def _threshold_stats(s: np.ndarray, t: float, connectivity: int) -> dict[str, fl
         mu20 = mu02 = mu11 = 0.0
     cov = np.array([[mu20, mu11], [mu11, mu02]])
     l2, l1 = np.linalg.eigvalsh(cov)  # ascending
-    ecc = float(np.sqrt(np.clip(1.0 - l2 / l1, 0.0, 1.0))) if l1 > 0 else 0.0
-    if l1 - l2 > _ISOTROPIC * (l1 + l2):
+    ecc = float(np.sqrt(np.clip(1.0 - l2 / l1, 0.0, 1.0))) if l1 > _POINT_VARIANCE else 0.0
+    if l1 > _POINT_VARIANCE and l1 - l2 > _ISOTROPIC * (l1 + l2):
         orient = 0.5 * np.arctan2(2.0 * mu11, mu02 - mu20)
         if orient <= -np.pi / 2:
             orient = np.pi / 2
