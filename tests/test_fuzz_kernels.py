@@ -92,14 +92,9 @@ def _finite_float(a: object) -> bool:
 
 
 def knn_close(q: np.ndarray, b: np.ndarray, got: np.ndarray, want: np.ndarray) -> None:
-    """Distances agree up to knn.hpp's near-tie bound: a row within
-    2 * gamma_{dim+2} * (|q| + |b|)^2 (squared distance) of the k-th may replace it."""
-    q64 = np.asarray(q, np.float64)
-    b64 = np.asarray(b, np.float64)
-    dim = q64.shape[1]
-    gamma = (dim + 2) * 2.0**-24 / (1 - (dim + 2) * 2.0**-24)
-    reach = np.linalg.norm(q64, axis=1) + np.linalg.norm(b64, axis=1).max()
-    tol = 4 * gamma * reach**2  # a factor 2 of slack over the documented bound
+    """Distances agree up to knn.hpp's near-tie bound (reference.near_tie_bound), with a
+    factor 2 of slack."""
+    tol = 2 * reference.near_tie_bound(q, b)
     g2 = got.astype(np.float64) ** 2
     w2 = want.astype(np.float64) ** 2
     excess = np.abs(g2 - w2) - tol[:, None] - 1e-6 * w2

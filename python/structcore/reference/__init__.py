@@ -10,6 +10,13 @@ from __future__ import annotations
 from .anomaly_map import anomaly_map
 from .coreset import coreset
 from .describe import DESCRIPTOR_COMPONENTS, describe
-from .knn import knn
+from .knn import knn, near_tie_bound
 
-__all__ = ["DESCRIPTOR_COMPONENTS", "anomaly_map", "coreset", "describe", "knn"]
+__all__ = [
+    "DESCRIPTOR_COMPONENTS",
+    "anomaly_map",
+    "coreset",
+    "describe",
+    "knn",
+    "near_tie_bound",
+]

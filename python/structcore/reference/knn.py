@@ -6,7 +6,7 @@ import numpy as np
 
 from ..kernels.knn import _validate
 
-__all__ = ["knn"]
+__all__ = ["knn", "near_tie_bound"]
 
 
 def knn(
@@ -70,3 +70,29 @@ def knn(
         distances[row] = dist
         indices[row] = order
     return distances, indices
+
+
+def near_tie_bound(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Per-query bound on the squared-distance error of the kernel's selection stage.
+
+    ``2 * gamma_{dim+2} * (|q| + max_b |b|)^2`` with ``gamma_n = n u / (1 - n u)``,
+    ``u = 2**-24`` (``cpp/include/structcore/knn.hpp``): a bank row whose true squared
+    distance lies within this of the k-th smallest one may be returned in its place, so
+    comparisons of :func:`structcore.kernels.knn` with :func:`knn` allow this much.
+
+    Parameters
+    ----------
+    queries : ndarray of shape (n_queries, dim)
+    bank : ndarray of shape (n_bank, dim)
+
+    Returns
+    -------
+    ndarray of shape (n_queries,), float64
+        The bound, in squared units of the inputs.
+    """
+    q64 = np.asarray(queries, np.float64)
+    b64 = np.asarray(bank, np.float64)
+    n = q64.shape[1] + 2
+    gamma = n * 2.0**-24 / (1 - n * 2.0**-24)
+    reach = np.linalg.norm(q64, axis=1) + np.linalg.norm(b64, axis=1).max()
+    return 2 * gamma * reach**2
