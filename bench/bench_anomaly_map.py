@@ -7,7 +7,12 @@ One run, side by side (round-robin over implementations, median of repeats):
   torch interpolate + scipy gaussian_filter (what it reproduces), and OpenCV
   ``cv2.resize(INTER_LINEAR)`` + ``cv2.GaussianBlur`` with the matching kernel (33 x 33,
   sigma 4, BORDER_REFLECT = scipy's 'reflect');
-* a batch of 256 grids with 1 and 2 threads (allocation of the 51 MB output included).
+* a batch of 256 grids with 1 and 2 threads (allocation of the 51 MB output included),
+  raced against a write-ceiling probe: the same call on 1 x 1 grids with sigma 0, which
+  writes the same 51 MB through the same (non-temporal) store path with almost no
+  arithmetic. The probe's 2-thread time bounds what any 2-thread batch can reach on this
+  machine's memory system, so the run reports the best speedup the bandwidth allows
+  (1-thread batch time / 2-thread probe time) beside the speedup measured.
 
 Usage: ``python bench/bench_anomaly_map.py [--quick]``; writes bench/results/anomaly_map.json.
 """
@@ -112,16 +117,17 @@ def main() -> None:
 
     n_batch = 256
     batch = rng.random((n_batch, h, h), dtype=np.float32)
-    t_batch = race(
-        {
-            f"structcore threads={t}": (
-                lambda t=t: kernels.anomaly_map(batch, size, sigma=sigma, threads=t)
-            )
-            for t in (1, 2)
-        },
-        repeats,
-        1 if args.quick else 2,
-    )
+    probe = rng.random((n_batch, 1, 1), dtype=np.float32)
+    batch_fns: dict[str, Callable[[], object]] = {}
+    for t in (1, 2):
+        batch_fns[f"structcore threads={t}"] = lambda t=t: kernels.anomaly_map(
+            batch, size, sigma=sigma, threads=t
+        )
+    for t in (1, 2):
+        batch_fns[f"write-ceiling probe threads={t}"] = lambda t=t: kernels.anomaly_map(
+            probe, size, sigma=0.0, threads=t
+        )
+    t_batch = race(batch_fns, repeats, 1 if args.quick else 2)
 
     base = t_single["structcore"]
     rows = []
@@ -150,6 +156,7 @@ def main() -> None:
     mib = n_batch * size * size * 4 / 2**20
     print(f"\nbatch of {n_batch} maps (output {mib:.0f} MiB allocated per call)")
     t1 = t_batch["structcore threads=1"]
+    out_bytes = n_batch * size * size * 4
     for name, t in t_batch.items():
         rows.append(
             {
@@ -161,16 +168,28 @@ def main() -> None:
                 "threads": int(name[-1]),
                 "median_s": t,
                 "maps_per_s": n_batch / t,
+                "write_gb_per_s": out_bytes / t / 1e9,
                 "speedup_vs_1_thread": t1 / t,
             }
         )
-        print(f"{name:34s} {t * 1e3:9.2f} ms {n_batch / t:10.0f} maps/s  speedup {t1 / t:.2f}")
+        print(
+            f"{name:34s} {t * 1e3:9.2f} ms {n_batch / t:10.0f} maps/s "
+            f"{out_bytes / t / 1e9:6.1f} GB/s written  x{t1 / t:.2f} of structcore threads=1"
+        )
+    t2 = t_batch["structcore threads=2"]
+    probe2 = t_batch["write-ceiling probe threads=2"]
+    print(
+        f"2-thread speedup {t1 / t2:.2f}; the write ceiling allows at most {t1 / probe2:.2f} "
+        f"(2-thread batch at {probe2 / t2:.0%} of the probe's write rate)"
+    )
 
     ratios = {
         "opencv_over_structcore": t_single["opencv resize+GaussianBlur"] / base,
         "torch_scipy_over_structcore": t_single["torch interpolate + scipy"] / base,
         "reference_over_structcore": t_single["numpy reference"] / base,
-        "batch256_speedup_2_threads": t1 / t_batch["structcore threads=2"],
+        "batch256_speedup_2_threads": t1 / t2,
+        "batch256_speedup_bound_by_write_ceiling": t1 / probe2,
+        "batch256_fraction_of_write_ceiling_2_threads": probe2 / t2,
     }
     print("\nratios:", json.dumps({k: round(v, 2) for k, v in ratios.items()}))
     load_after = os.getloadavg()
