@@ -237,6 +237,87 @@ def test_two_dimensional_input_gives_two_dimensional_map() -> None:
     assert reference.anomaly_map(scores, (10, 20)).shape == (10, 20)
 
 
+# ---- out= (writing into a caller's buffer) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IMPL_IDS)
+def test_out_is_written_and_returned(impl) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(12)
+    scores = rng.random((5, 28, 28), dtype=np.float32)
+    ring = np.full((8, 64, 48), np.nan, np.float32)  # a ring buffer: write slots 2..6
+    got = impl(scores, (64, 48), sigma=3.0, out=ring[2:7])
+    assert got is not None and np.shares_memory(got, ring)
+    np.testing.assert_array_equal(got, impl(scores, (64, 48), sigma=3.0))
+    assert np.isnan(ring[:2]).all() and np.isnan(ring[7:]).all()  # nothing outside written
+    single = np.empty((64, 48), np.float32)
+    assert impl(scores[1], (64, 48), sigma=3.0, out=single) is single
+    np.testing.assert_array_equal(single, ring[3])
+
+
+def test_out_large_streamed_batch_bitwise() -> None:
+    # >= 32 MiB goes through the non-temporal store path; a caller's buffer behaves the same.
+    scores = np.random.default_rng(13).random((170, 28, 28), dtype=np.float32)
+    buf = np.empty((170, 224, 224), np.float32)
+    for threads in (1, 2):
+        buf.fill(-1.0)
+        assert kernels.anomaly_map(scores, 224, threads=threads, out=buf) is buf
+        np.testing.assert_array_equal(buf, kernels.anomaly_map(scores, 224, threads=1))
+
+
+def _bad_outs() -> list[tuple[object, type[Exception], str]]:
+    good = np.empty((2, 16, 16), np.float32)
+    readonly = good.copy()
+    readonly.setflags(write=False)
+    return [
+        (good.tolist(), TypeError, "numpy.ndarray"),
+        (good.astype(np.float64), TypeError, "float32"),
+        (np.empty((2, 16, 15), np.float32), ValueError, r"shape \(2, 16, 16\)"),
+        (np.empty((16, 16), np.float32), ValueError, "shape"),
+        (np.empty((2, 16, 32), np.float32)[:, :, ::2], ValueError, "C-contiguous"),
+        (readonly, ValueError, "writeable"),
+    ]
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IMPL_IDS)
+@pytest.mark.parametrize(("out", "exc", "match"), _bad_outs())
+def test_bad_out(impl, out, exc, match: str) -> None:  # type: ignore[no-untyped-def]
+    scores = np.ones((2, 4, 4), np.float32)
+    with pytest.raises(exc, match=match):
+        impl(scores, 16, out=out)
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=IMPL_IDS)
+def test_out_overlapping_input_refused(impl) -> None:  # type: ignore[no-untyped-def]
+    buf = np.random.default_rng(14).random((2, 8, 8), dtype=np.float32)
+    with pytest.raises(ValueError, match="overlap"):
+        impl(buf, 8, out=buf)
+    with pytest.raises(ValueError, match="overlap"):
+        impl(buf[0], 8, out=buf[0])
+    # Disjoint parts of one buffer are fine, as is a strided view (validation copies it).
+    want = impl(buf[:1].copy(), 8)
+    np.testing.assert_array_equal(impl(buf[:1], 8, out=buf[1:]), want)
+    strided = buf[:, ::2, ::2]
+    want = impl(strided, 8)
+    np.testing.assert_array_equal(impl(strided, 8, out=buf), want)
+
+
+def test_core_anomaly_map_into_checks_bounds() -> None:
+    # The raw binding must refuse what would write or read out of bounds, never crash.
+    scores = np.ones((2, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="one map per grid"):
+        _core.anomaly_map_into(scores, np.empty((3, 8, 8), np.float32), 4.0, 0)
+    with pytest.raises(ValueError, match="3-dimensional"):
+        _core.anomaly_map_into(scores, np.empty((8, 8), np.float32), 4.0, 0)
+    with pytest.raises(ValueError, match="size"):
+        _core.anomaly_map_into(scores, np.empty((2, 0, 8), np.float32), 4.0, 0)
+    readonly = np.empty((2, 8, 8), np.float32)
+    readonly.setflags(write=False)
+    with pytest.raises(ValueError, match="writeable"):
+        _core.anomaly_map_into(scores, readonly, 4.0, 0)
+    with pytest.raises(TypeError):
+        _core.anomaly_map_into(scores, np.empty((2, 8, 8), np.float64), 4.0, 0)
+
+
 def test_size_forms() -> None:
     scores = np.random.default_rng(6).random((1, 4, 5), dtype=np.float32)
     a = kernels.anomaly_map(scores, 12)

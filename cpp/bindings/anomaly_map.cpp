@@ -118,6 +118,32 @@ py::array_t<float> anomaly_map_binding(
   return maps;
 }
 
+// The same kernel writing into a caller's array (structcore.kernels.anomaly_map(out=...)).
+// The Python layer checks shape, dtype, layout, writeability and overlap; the checks here
+// only keep the kernel inside both buffers.
+void anomaly_map_into_binding(const py::array_t<float, py::array::c_style>& patch_scores,
+                              py::array_t<float, py::array::c_style>& maps, double sigma,
+                              int threads) {
+  structcore::require(patch_scores.ndim() == 3 && maps.ndim() == 3,
+                      "anomaly_map: patch_scores and out must be 3-dimensional");
+  const std::int64_t n = patch_scores.shape(0), h = patch_scores.shape(1),
+                     w = patch_scores.shape(2);
+  const std::int64_t height = maps.shape(1), width = maps.shape(2);
+  structcore::require(n >= 1 && h >= 1 && w >= 1, "anomaly_map: patch_scores must not be empty");
+  structcore::require(maps.shape(0) == n, "anomaly_map: out must hold one map per grid");
+  structcore::require(height >= 1 && width >= 1 && height <= structcore::kAnomalyMapMaxSide &&
+                          width <= structcore::kAnomalyMapMaxSide,
+                      "anomaly_map: size must be in [1, 16384] per side");
+  structcore::require(n <= structcore::kAnomalyMapMaxElements / (height * width),
+                      "anomaly_map: n_maps * H * W must be <= 2**30");
+  const float* src = patch_scores.data();
+  float* dst = maps.mutable_data();  // throws (-> ValueError) when read-only
+  {
+    py::gil_scoped_release release;
+    structcore::anomaly_map(src, n, h, w, dst, height, width, sigma, threads);
+  }
+}
+
 }  // namespace
 
 void bind_anomaly_map(py::module_& m) {
@@ -129,4 +155,8 @@ void bind_anomaly_map(py::module_& m) {
         "Bilinear resize (torch align_corners=False) + Gaussian blur (scipy, reflect) of "
         "(n_maps, h, w) float32 C-contiguous patch scores to (n_maps, height, width) float32. "
         "Private: use structcore.kernels.anomaly_map.");
+  m.def("anomaly_map_into", &anomaly_map_into_binding, py::arg("patch_scores").noconvert(),
+        py::arg("out").noconvert(), py::arg("sigma"), py::arg("threads"),
+        "anomaly_map writing into out, an (n_maps, height, width) float32 C-contiguous "
+        "writeable array. Private: use structcore.kernels.anomaly_map(out=...).");
 }

@@ -17,6 +17,7 @@ __all__: list[str] = [
     "ANOMALY_MAP_MAX_SIGMA",
     "Scorer",
     "anomaly_map",
+    "anomaly_map_into",
     "build_info",
     "c_abi_version",
     "coreset",
@@ -72,6 +73,16 @@ def anomaly_map(
 ) -> numpy.typing.NDArray[numpy.float32]:
     """
     Bilinear resize (torch align_corners=False) + Gaussian blur (scipy, reflect) of (n_maps, h, w) float32 C-contiguous patch scores to (n_maps, height, width) float32. Private: use structcore.kernels.anomaly_map.
+    """
+
+def anomaly_map_into(
+    patch_scores: numpy.typing.NDArray[numpy.float32],
+    out: numpy.typing.NDArray[numpy.float32],
+    sigma: typing.SupportsFloat | typing.SupportsIndex,
+    threads: typing.SupportsInt | typing.SupportsIndex,
+) -> None:
+    """
+    anomaly_map writing into out, an (n_maps, height, width) float32 C-contiguous writeable array. Private: use structcore.kernels.anomaly_map(out=...).
     """
 
 def build_info() -> str:

@@ -60,12 +60,31 @@ def _validate(
     return scores, was_2d, height, width, sig, check_threads(threads)
 
 
+def _check_out(out: object, scores: np.ndarray, was_2d: bool, height: int, width: int) -> None:
+    """Check a caller's output buffer: float32 ndarray of the output shape, C-contiguous,
+    writeable, not overlapping ``scores`` (the validated input). Shared with the reference."""
+    expected = (height, width) if was_2d else (scores.shape[0], height, width)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray or None; got {type(out).__name__}")
+    if out.dtype != np.float32:
+        raise TypeError(f"out must have dtype float32; got {out.dtype}")
+    if out.shape != expected:
+        raise ValueError(f"out must have shape {expected}; got {out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    if np.may_share_memory(out, scores):
+        raise ValueError("out must not overlap patch_scores")
+
+
 def anomaly_map(
     patch_scores: object,
     size: int | tuple[int, int],
     *,
     sigma: float = 4.0,
     threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Upsample patch-score grids bilinearly to pixel maps, then blur them (C++, OpenMP).
 
@@ -83,20 +102,27 @@ def anomaly_map(
         ``MAX_SIGMA`` (1000, far wider than any useful blur).
     threads : int or None
         Cap on OpenMP threads; ``None`` uses all. Results are identical for any value.
+    out : ndarray of shape (n_maps, H, W) or (H, W), float32, optional
+        Write the maps here instead of allocating (C-contiguous, writeable, not overlapping
+        ``patch_scores``; its shape is the output's, 2-D for 2-D input). For loops that map
+        batch after batch into one preallocated buffer (a ring buffer of an inspection
+        line, shared memory); the values are bitwise those of the allocating call.
 
     Returns
     -------
     maps : ndarray of shape (n_maps, H, W) or (H, W), float32
-        The anomaly maps; 2-D input gives a 2-D map.
+        The anomaly maps; 2-D input gives a 2-D map. ``out`` itself when given.
 
     Raises
     ------
     TypeError
-        Non-float ``patch_scores``; non-integer ``size``; non-real ``sigma``.
+        Non-float ``patch_scores``; non-integer ``size``; non-real ``sigma``; ``out`` not a
+        float32 ndarray.
     ValueError
         Wrong rank, empty or non-finite ``patch_scores``; ``size`` outside ``[1, 16384]`` or
         an output above ``MAX_ELEMENTS`` (2**30) values (refused before allocating);
-        negative, non-finite or too large ``sigma``.
+        negative, non-finite or too large ``sigma``; ``out`` of the wrong shape,
+        non-contiguous, read-only or overlapping ``patch_scores``.
 
     Notes
     -----
@@ -120,7 +146,8 @@ def anomaly_map(
     (size, sigma) combinations, so repeated calls with the same shapes skip their
     construction. Outputs of 4 MiB or more are allocated in 2 MiB-aligned blocks (transparent
     huge pages on Linux; the array owns the block through a capsule, ``maps.base``), and the
-    most recently freed such block (up to 512 MiB) is kept for the next call.
+    most recently freed such block (up to 64 MiB) is kept for the next call. Outputs of
+    32 MiB or more are written with non-temporal stores (they would not stay in cache).
 
     Examples
     --------
@@ -131,5 +158,9 @@ def anomaly_map(
     ((2, 224, 224), dtype('float32'), True)
     """
     scores, was_2d, height, width, sig, n_threads = _validate(patch_scores, size, sigma, threads)
+    if out is not None:
+        _check_out(out, scores, was_2d, height, width)
+        _core.anomaly_map_into(scores, out.reshape(scores.shape[0], height, width), sig, n_threads)
+        return out
     maps = _core.anomaly_map(scores, height, width, sig, n_threads)
     return maps[0] if was_2d else maps

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..kernels.anomaly_map import _validate
+from ..kernels.anomaly_map import _check_out, _validate
 
 __all__ = ["anomaly_map"]
 
@@ -38,6 +38,7 @@ def anomaly_map(
     *,
     sigma: float = 4.0,
     threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Bilinear upsampling then Gaussian blur, written out in NumPy + SciPy.
 
@@ -57,6 +58,8 @@ def anomaly_map(
         Gaussian standard deviation in output pixels; 0 means no blur.
     threads : int or None
         Accepted for signature compatibility; unused.
+    out : ndarray of shape (n_maps, H, W) or (H, W), float32, optional
+        Written with the result and returned (same checks as the kernel's ``out``).
 
     Returns
     -------
@@ -70,6 +73,8 @@ def anomaly_map(
     [[0.0, 0.25, 0.75, 1.0]]
     """
     scores, was_2d, height, width, sig, _ = _validate(patch_scores, size, sigma, threads)
+    if out is not None:
+        _check_out(out, scores, was_2d, height, width)
     x = scores.astype(np.float64)
     i0, i1, l0, l1 = _bilinear_taps(x.shape[1], height)
     x = x[:, i0, :] * l0[None, :, None] + x[:, i1, :] * l1[None, :, None]
@@ -78,4 +83,7 @@ def anomaly_map(
     if sig > 0:
         x = ndimage.gaussian_filter(x, sigma=(0.0, sig, sig), mode="reflect", truncate=4.0)
     maps = x.astype(np.float32)
+    if out is not None:
+        out[...] = maps[0] if was_2d else maps
+        return out
     return maps[0] if was_2d else maps
