@@ -23,40 +23,16 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 import structcore
+from _common import cpu_pressure, race
 from structcore import kernels, reference
 
 RESULTS = Path(__file__).resolve().parent / "results" / "anomaly_map.json"
-
-
-def race(fns: dict[str, Callable[[], object]], repeats: int, number: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed round-robin (same noise for all)."""
-    for fn in fns.values():  # warm-up (caches, thread pools, lazy imports)
-        fn()
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / number)
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
-def cpu_pressure() -> float | None:
-    """Linux PSI 'some avg10' (% of time runnable tasks waited for a CPU), if available."""
-    try:
-        first = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-        return float(first.split()[1].split("=")[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def torch_scipy(scores: np.ndarray, size: int, sigma: float) -> np.ndarray:
@@ -108,8 +84,8 @@ def main() -> None:
     }
     # Fast ones 100 calls per sample, slow ones 5 (each group raced round-robin).
     t_single: dict[str, float] = {}
-    t_single.update(race({k: single[k] for k in list(single)[:3]}, repeats, 100))
-    t_single.update(race({k: single[k] for k in list(single)[3:]}, max(3, repeats // 3), 5))
+    t_single.update(race({k: (single[k], 100) for k in list(single)[:3]}, repeats))
+    t_single.update(race({k: (single[k], 5) for k in list(single)[3:]}, max(3, repeats // 3)))
 
     ours = kernels.anomaly_map(grid, size, sigma=sigma, threads=1)
     diff_torch = float(np.max(np.abs(ours - torch_scipy(batch1, size, sigma)[0])))
@@ -127,7 +103,8 @@ def main() -> None:
         batch_fns[f"write-ceiling probe threads={t}"] = lambda t=t: kernels.anomaly_map(
             probe, size, sigma=0.0, threads=t
         )
-    t_batch = race(batch_fns, repeats, 1 if args.quick else 2)
+    number = 1 if args.quick else 2
+    t_batch = race({k: (fn, number) for k, fn in batch_fns.items()}, repeats)
 
     base = t_single["structcore"]
     rows = []

@@ -20,33 +20,22 @@ side by side in this one run.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import structcore
+from _common import blas_threads
 from structcore import kernels, reference
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # anomalib's progress bar
-
-
-@contextlib.contextmanager
-def blas_threads(n: int) -> Iterator[None]:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # bench extra missing: leave BLAS as it is
-        yield
-        return
-    with threadpool_limits(limits=n):
-        yield
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import numpy as np
 from scipy import ndimage
 
 import structcore
+from _common import race
 from structcore import kernels, reference
 from structcore.kernels.describe import EXTENDED_COMPONENTS, PAPER_COMPONENTS
 
@@ -49,27 +48,7 @@ def blobby_maps(b: int, size: int, seed: int = 0) -> tuple[np.ndarray, float]:
     return maps, float(np.quantile(maps, 0.95))
 
 
-def per_call(fn: Callable[[], object], inner: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - t0) / inner
-
-
 BEST: dict[str, float] = {}  # the fastest round of each implementation (noise floor), by name
-
-
-def race(fns: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed in interleaved rounds (the fastest round
-    goes to BEST)."""
-    for fn, _ in fns.values():  # warm-up (thread-local scratch, caches, lazy imports)
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(rounds):
-        for name, (fn, inner) in fns.items():
-            times[name].append(per_call(fn, inner))
-    BEST.update({k: min(v) for k, v in times.items()})
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -113,6 +92,7 @@ def main() -> None:
             "numpy reference": (lambda: reference.describe(one, PAPER_COMPONENTS), 2 * scale),
         },
         rounds,
+        BEST,
     )
     times["structcore (64 maps/call, per map)"] /= 64
     record("paper set", (224, 224), times, 1)
@@ -152,7 +132,7 @@ def main() -> None:
                 lambda binary=binary: cv2.connectedComponents(binary, connectivity=8),
                 inner_k * scale,
             )
-        times = race(fns, rounds if size == 224 else max(3, rounds // 2))
+        times = race(fns, rounds if size == 224 else max(3, rounds // 2), BEST)
         frac = float(binary.mean())
         record(f"extended set ({frac:.1%} above t)", (size, size), times, 1)
         ratios[f"extended_{size}_vs_reference"] = (
@@ -188,6 +168,7 @@ def main() -> None:
                 ),
             },
             max(3, rounds // 2),
+            BEST,
         )
         record(f"batch of 256, {label} set", maps.shape, times, 256)
         ratios[f"batch256_{label.replace(' ', '_')}_2threads_speedup"] = (

@@ -65,11 +65,12 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from _common import blas_threads, cpu_model, load_avg
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # anomalib's coreset progress bar
 
@@ -97,34 +98,6 @@ CONFIGS: dict[str, tuple[str, tuple[str, ...], str, tuple[str, ...], int]] = {
         512 + 1024,
     ),
 }
-
-
-@contextlib.contextmanager
-def blas_threads(n: int) -> Iterator[None]:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # bench extra missing: leave BLAS as it is
-        yield
-        return
-    with threadpool_limits(limits=n):
-        yield
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def load_avg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 import structcore
+from _common import cpu_model
 from structcore import reference
 from structcore.kernels import knn
 
@@ -90,16 +90,6 @@ def numpy_blas_knn(q: np.ndarray, b: np.ndarray, k: int, chunk: int = 128) -> tu
         idx[s : s + chunk] = np.take_along_axis(part, order, 1)
         dist[s : s + chunk] = np.sqrt(np.maximum(np.take_along_axis(pd, order, 1), 0))
     return dist, idx
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def patchcore_features(n_bank: int) -> tuple[np.ndarray, np.ndarray]:
