@@ -285,7 +285,9 @@ BIG_INTS = st.sampled_from([-(2**62), -1, 0, 1, 2, 3, 7, 2**31, 2**62])
 @given(data=st.data())
 def test_fuzz_core_bindings(data) -> None:
     draw = data.draw
-    which = draw(st.sampled_from(["knn", "knn_f16", "coreset", "coreset_f16", "map", "describe"]))
+    which = draw(
+        st.sampled_from(["knn", "knn_f16", "coreset", "coreset_f16", "map", "map_into", "describe"])
+    )
     try:
         if which in ("knn", "knn_f16"):
             q = _f32(draw, draw(st.integers(1, 3)))
@@ -306,6 +308,15 @@ def test_fuzz_core_bindings(data) -> None:
             h, w = draw(BIG_INTS), draw(BIG_INTS)
             sigma = draw(st.sampled_from([0.0, 4.0, -1.0, np.nan, np.inf, 1e3, 1e4]))
             _core.anomaly_map(s, h, w, sigma, draw(st.sampled_from([0, 1, 2])))
+        elif which == "map_into":  # the out= binding: any out shape, read-only, float64
+            s = _f32(draw, draw(st.integers(1, 4)))
+            out = _f32(draw, draw(st.integers(1, 4)))
+            if draw(st.booleans()):
+                out.setflags(write=False)
+            if draw(st.booleans()):
+                out = out.astype(np.float64)
+            sigma = draw(st.sampled_from([0.0, 4.0, -1.0, np.nan, np.inf, 1e3, 1e4]))
+            _core.anomaly_map_into(s, out, sigma, draw(st.sampled_from([0, 1, 2])))
         else:
             m = _f32(draw, draw(st.integers(1, 4)), max_side=5)
             f = draw(st.integers(0, 4))
