@@ -37,6 +37,13 @@ in pixels) -> ``score_max`` = max(S) (times PatchCore's reweighting factor when
 threshold of the configured mode) -> ``z``, ``D`` -> ``score = score_max + lambda_ * D``;
 ``is_anomalous = score > decision_threshold_``.
 
+The same pieces, public, for features cached outside the detector (e.g. an accuracy study of
+image scores, :mod:`structcore.ablation`): :meth:`Detector.features` (patch features of
+images, also before ``fit``), :meth:`Detector.fit_features` (``fit`` from features, optionally
+with a given bank), :meth:`Detector.anomaly_maps` (maps and max scores of features, as
+``predict``), :meth:`Detector.calibration_maps` (step 2's maps of either mode) and
+:meth:`Detector.crossfit_folds`. They compute exactly what ``fit`` and ``predict`` do.
+
 Variant grid of :meth:`Detector.variant_scores` (all from the same maps and max scores):
 
 * ``"max"``, ``"structcore"`` (the configured score), ``"struct_only"`` (the configured D);
@@ -883,6 +890,22 @@ class Detector:
         -----
         CalibrationWarning
             As :meth:`fit`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> train = rng.integers(100, 140, size=(6, 40, 40, 3), dtype=np.uint8)
+        >>> det = Detector("resnet18", weights=None, dim=32, resize=32, crop=32, folds=2)
+        >>> feats = det.features(train)  # before fit; cache them
+        >>> feats.shape
+        (6, 4, 4, 32)
+        >>> maps, score_max = det.fit_features(feats).anomaly_maps(feats[:2])
+        >>> maps.shape, score_max.shape
+        ((2, 32, 32), (2,))
+        >>> cal_maps, cal_max = det.calibration_maps(feats, "crossfit")
+        >>> bool(np.array_equal(cal_max, det.train_max_["crossfit"]))
+        True
         """
         p = self._validated()
         feats = as_float_array(features, "features", ndim=4)
