@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +132,34 @@ def test_map_cache_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again.test_max, ms.test_max)
     # the cached maps equal what the detector computes: test max = max of the test maps
     np.testing.assert_allclose(ms.test_max, ms.test_maps.reshape(2, -1).max(axis=1))
+    # ... and exactly what Detector.fit / predict compute on the same images
+    from structcore import Detector
+
+    det = Detector(**asdict(cfg), weights=None).fit(imgs[:4])
+    pred = det.predict(imgs[4:])
+    np.testing.assert_array_equal(ms.test_maps, pred.maps)
+    np.testing.assert_array_equal(ms.test_max, pred.score_max)
+    for mode in ("crossfit", "train"):
+        np.testing.assert_array_equal(ms.cal_max[mode], det.train_max_[mode])
+    np.testing.assert_array_equal(ms.cal_maps["train"], det.predict(imgs[:4]).maps)
+    np.testing.assert_array_equal(ms.folds, det.crossfit_folds(4))
+
+
+def test_map_config_fields_are_detector_parameters() -> None:
+    from structcore import Detector
+
+    assert set(asdict(ab.MapConfig("resnet18"))) <= set(Detector().get_params())
+
+
+def test_ablation_uses_only_public_detector_api() -> None:
+    # No private attribute access (``x._name``) and no assignment to an attribute of another
+    # object (``det.bank_ = ...``): the harness drives the detector through its public API.
+    src = Path(ab.__file__).read_text(encoding="utf-8")
+    private, stores = [], []
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.Attribute):
+            if node.attr.startswith("_") and not node.attr.startswith("__"):
+                private.append(f"{ast.unparse(node)} (line {node.lineno})")
+            if isinstance(node.ctx, ast.Store):
+                stores.append(f"{ast.unparse(node)} (line {node.lineno})")
+    assert private == [] and stores == []

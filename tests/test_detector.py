@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from structcore import Detector, Prediction
+from structcore import Detector, Prediction, describe
 from structcore.calibration import CalibrationWarning, StructCalibrator
 from structcore.detector import NotFittedError
 
@@ -190,6 +190,12 @@ def test_reweighting(train: np.ndarray, test_set) -> None:
     raw = pred.maps.max(axis=(1, 2))
     assert np.all(pred.score_max <= raw + 1e-6) and np.all(pred.score_max >= 0)
     assert np.all(pred.score_max < raw)  # a weight below 1 for every image
+    maps, smax = det.anomaly_maps(det.features(x))  # the public pieces reweight alike
+    np.testing.assert_array_equal(maps, pred.maps)
+    np.testing.assert_array_equal(smax, pred.score_max)
+    np.testing.assert_array_equal(
+        det.calibration_maps(det.features(train))[1], det.train_max_["train"]
+    )
     with pytest.raises(ValueError, match="score_max is required"):
         det.variant_scores(pred.maps)
 
@@ -252,6 +258,140 @@ def test_bad_images_and_unfitted(train: np.ndarray) -> None:
         Detector(**SMALL).fit(42)
     with pytest.raises(ValueError, match="invalid parameter"):
         Detector().set_params(nope=1)
+
+
+# ------------------------------------------------------------------------------------------
+# the public pieces: features, fit_features, anomaly_maps, calibration_maps, crossfit_folds
+
+
+def test_public_pieces_reproduce_fit_and_predict(fitted: Detector, train, test_set) -> None:
+    x, _ = test_set
+    f_train = fitted.features(train)
+    assert f_train.shape == (9, 6, 6, 32) and f_train.dtype == np.float32
+    assert fitted.feature_grid_ == (6, 6) and fitted.feature_dim_ == 32
+    pred_train = fitted.predict(train)
+    for mode in ("crossfit", "train"):
+        maps, smax = fitted.calibration_maps(f_train, mode)
+        assert maps.shape == (9, 48, 48) and maps.dtype == np.float32
+        assert smax.shape == (9,) and smax.dtype == np.float64
+        # exactly what fit calibrated on
+        np.testing.assert_array_equal(smax, fitted.train_max_[mode])
+        t = fitted.pixel_thresholds_[mode]
+        assert t == float(np.quantile(maps, fitted.pixel_quantile))
+        phi = describe(maps, fitted.stored_components_, threshold=t)
+        np.testing.assert_array_equal(np.asarray(phi, np.float64), fitted.train_phi_[mode])
+        if mode == "train":  # same-train maps = predict on the train images
+            np.testing.assert_array_equal(maps, pred_train.maps)
+            np.testing.assert_array_equal(smax, pred_train.score_max)
+    default = fitted.calibration_maps(f_train)  # mode None: the configured calibration
+    np.testing.assert_array_equal(default[1], fitted.train_max_[fitted.calibration])
+
+    pred = fitted.predict(x)
+    maps, smax = fitted.anomaly_maps(fitted.features(x))
+    np.testing.assert_array_equal(maps, pred.maps)
+    np.testing.assert_array_equal(smax, pred.score_max)
+    v = fitted.variant_scores(maps, smax)
+    np.testing.assert_array_equal(v["structcore"], pred.score)
+    np.testing.assert_array_equal(v["struct_only"], pred.score_struct)
+    # chunking is memory only; float64 input is converted to the same float32
+    one = fitted.anomaly_maps(fitted.features(x).astype(np.float64), batch_size=1)
+    np.testing.assert_array_equal(one[0], maps)
+    np.testing.assert_array_equal(one[1], smax)
+
+
+def test_fit_features_equals_fit(fitted: Detector, train, test_set, tmp_path) -> None:
+    x, _ = test_set
+    f_unfitted = Detector(**SMALL).features(train)  # before fit: the backbone of the params
+    np.testing.assert_array_equal(f_unfitted, fitted.features(train))
+    pred = fitted.predict(x)
+    for bank in (None, fitted.bank_):
+        det = Detector(**SMALL).fit_features(f_unfitted, bank=bank)
+        np.testing.assert_array_equal(det.bank_, fitted.bank_)
+        assert det.bank_ is not fitted.bank_  # a given bank is copied
+        for name in ("mu_", "sigma_", "lambda_", "decision_threshold_", "pixel_threshold_"):
+            np.testing.assert_array_equal(getattr(det, name), getattr(fitted, name))
+        for mode in fitted.calibration_modes_:
+            np.testing.assert_array_equal(det.train_phi_[mode], fitted.train_phi_[mode])
+            np.testing.assert_array_equal(det.train_max_[mode], fitted.train_max_[mode])
+        assert det.n_train_ == 9 and det.feature_grid_ == (6, 6) and det.feature_dim_ == 32
+        assert det.weights_sha256_ == fitted.weights_sha256_
+        got = det.predict(x)
+        for field in ("maps", "score_max", "score", "is_anomalous"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(pred, field))
+    det.save(tmp_path / "ff.npz")
+    fitted.save(tmp_path / "fit.npz")
+    assert (tmp_path / "ff.npz").read_bytes() == (tmp_path / "fit.npz").read_bytes()
+
+
+def test_crossfit_folds_and_maps(fitted: Detector, train) -> None:
+    f_train = fitted.features(train)
+    folds = fitted.crossfit_folds(9)
+    assert folds.dtype == np.int64 and np.bincount(folds).tolist() == [3, 3, 3]
+    perm = np.random.default_rng(SMALL["seed"]).permutation(9)
+    assert folds[perm].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    maps, smax = fitted.calibration_maps(f_train, "crossfit")
+    for i in range(3):
+        # fold i against a detector fitted on the other folds' features alone
+        other = Detector(**SMALL).fit_features(f_train[folds != i])
+        m, x = other.anomaly_maps(f_train[folds == i])
+        np.testing.assert_array_equal(m, maps[folds == i])
+        np.testing.assert_array_equal(x, smax[folds == i])
+
+
+def test_public_pieces_bad_input(fitted: Detector, train) -> None:
+    f = fitted.features(train[:4])
+    with pytest.raises(NotFittedError):
+        Detector(**SMALL).anomaly_maps(f)
+    with pytest.raises(NotFittedError):
+        Detector(**SMALL).calibration_maps(f)
+    cases = [
+        (f.astype(np.int32), TypeError, "features must be a floating-point"),
+        (f[0], ValueError, "features must be 4-dimensional"),
+        (f[:0], ValueError, "features must not be empty"),
+        (f[..., :16], ValueError, r"features must have shape \(N, 6, 6, 32\)"),
+        (f[:, :5], ValueError, r"features must have shape \(N, 6, 6, 32\)"),
+        (np.where(f == f.max(), np.nan, f), ValueError, "features must be finite"),
+    ]
+    for bad, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            fitted.anomaly_maps(bad)
+        with pytest.raises(exc, match=match):
+            fitted.calibration_maps(bad, "train")
+    with pytest.raises(ValueError, match="batch_size"):
+        fitted.anomaly_maps(f, batch_size=0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        fitted.calibration_maps(f, "test")
+    with pytest.raises(ValueError, match="folds=3"):
+        fitted.calibration_maps(f[:2], "crossfit")
+    with pytest.raises(ValueError, match="n_images"):
+        fitted.crossfit_folds(2)
+    with pytest.raises(TypeError, match="n_images"):
+        fitted.crossfit_folds(9.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batch_size"):
+        fitted.features(train[:2], batch_size=0)
+
+    det = Detector(**SMALL).fit_features(f)
+    bank = det.bank_.copy()
+    fit_cases = [
+        (dict(features=f[:1]), ValueError, "features: fit needs at least 2"),
+        (dict(features=f[:2]), ValueError, "folds=3 exceeds the 2 train images"),
+        (dict(features=f.astype(np.int32)), TypeError, "features must be a floating-point"),
+        (dict(features=f[..., :16]), ValueError, r"features must have shape \(N, 6, 6, 32\)"),
+        (dict(features=f[:, :5, :5]), ValueError, r"features must have shape \(N, 6, 6, 32\)"),
+        (dict(features=f, bank=bank[:, :16]), ValueError, "bank must have 32 columns"),
+        (dict(features=f, bank=bank[0]), ValueError, "bank must be 2-dimensional"),
+        (dict(features=f, bank=bank.astype(int)), TypeError, "bank must be a floating-point"),
+        (dict(features=f, bank=bank * np.inf), ValueError, "bank must be finite"),
+        (dict(features=f, bank=bank[:0]), ValueError, "bank must not be empty"),
+    ]
+    for kw, exc, match in fit_cases:
+        with pytest.raises(exc, match=match):
+            det.fit_features(**kw)
+        np.testing.assert_array_equal(det.bank_, bank)  # a rejected call keeps the fit
+    with pytest.raises(ValueError, match="bank: k=2 exceeds its 1 rows"):
+        Detector(**{**SMALL, "k": 2}).fit_features(f, bank=bank[:1])
+    with pytest.raises(ValueError, match="norm"):
+        Detector(**{**SMALL, "norm": "l1"}).fit_features(f)
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:

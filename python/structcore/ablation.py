@@ -4,12 +4,13 @@ This module is the reusable half of ``bench/accuracy.py`` (issue 7). It holds no
 definitions (those are in :mod:`structcore.scores`); it provides
 
 * :class:`MapConfig` and :func:`config_hash`: what a cached set of maps depends on;
-* :func:`compute_maps` / :func:`load_or_compute_maps`: the detector's own pipeline (the same
-  private steps as :meth:`structcore.Detector.fit` / ``predict``: features, coreset bank,
-  cross-fitted and same-train calibration maps, test maps) with every stage cached on disk as
-  ``.npz`` (features, banks, maps), keyed by data set, backbone and a hash of the
-  configuration and the image lists. A new score variant is then evaluated from the cached
-  maps in seconds;
+* :func:`load_or_compute_maps`: the detector's own pipeline through its public pieces
+  (:meth:`~structcore.Detector.features`, :meth:`~structcore.Detector.fit_features`,
+  :meth:`~structcore.Detector.calibration_maps` for the cross-fitted and same-train
+  calibration maps, :meth:`~structcore.Detector.anomaly_maps` for the test maps) with every
+  stage cached on disk as ``.npz`` (features, banks, maps), keyed by data set, backbone and a
+  hash of the configuration and the image lists. A new score variant is then evaluated from
+  the cached maps in seconds;
 * :func:`auroc_matrix` and :func:`paired_bootstrap`: image AUROC of many score columns and a
   seeded, stratified, paired bootstrap of the AUROC difference of each column to a reference
   column (max pooling);
@@ -53,7 +54,8 @@ __all__ = [
 class MapConfig:
     """Everything the cached maps of one (data set, backbone) depend on.
 
-    Attributes mirror :class:`structcore.Detector` parameters of the same names.
+    Every attribute is the :class:`structcore.Detector` parameter of the same name
+    (``Detector(**dataclasses.asdict(cfg))``).
     """
 
     backbone: str
@@ -109,7 +111,8 @@ class MapSet:
         Calibration maps per mode (``"crossfit"``: k-fold banks; ``"train"``: the final bank).
     cal_max : dict of str to ndarray (n_train,), float64
     folds : ndarray (n_train,), int64
-        Cross-fit fold index of every train image (the detector's seeded folds).
+        Cross-fit fold index of every train image
+        (:meth:`structcore.Detector.crossfit_folds`).
     meta : dict
         Configuration, image lists' hash and stage timings (seconds).
     """
@@ -122,15 +125,6 @@ class MapSet:
     cal_max: dict[str, np.ndarray]
     folds: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _fold_index(n: int, folds: int, seed: int) -> np.ndarray:
-    """Fold of each train image, as :meth:`Detector._calibration_maps` assigns them."""
-    perm = np.random.default_rng(seed).permutation(n)
-    out = np.empty(n, dtype=np.int64)
-    for i, part in enumerate(np.array_split(perm, folds)):
-        out[part] = i
-    return out
 
 
 def _atomic_savez(path: Path, **arrays: Any) -> None:
@@ -188,9 +182,7 @@ def load_or_compute_maps(
     -------
     MapSet
     """
-    from . import memory_bank as mb
     from .detector import Detector
-    from .features import FeatureExtractor
 
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -219,22 +211,15 @@ def load_or_compute_maps(
     if not compute:
         raise FileNotFoundError(f"not cached: {m_path}")
 
+    # The maps depend on the bank, k, sigma and crop only: fit the one calibration mode the
+    # fit needs ("train", one kNN pass); both modes' maps come from calibration_maps below.
     det = Detector(
-        cfg.backbone,
-        dim=cfg.dim,
-        resize=cfg.resize,
-        crop=cfg.crop,
-        coreset_ratio=cfg.coreset_ratio,
-        projection_dim=cfg.projection_dim,
-        k=cfg.k,
-        sigma=cfg.sigma,
-        folds=cfg.folds,
-        seed=cfg.seed,
+        **asdict(cfg),
+        calibration="train",
+        variants=False,
         threads=threads,
         batch_size=batch_size,
     )
-    p = det._validated()
-    backend = mb.backend_module("cpp")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     if f_path.is_file():
@@ -243,46 +228,34 @@ def load_or_compute_maps(
         timings["features_loaded"] = time.perf_counter() - t0
     else:
         _log(log, f"[{stem}] features of {len(train)} train + {len(test)} test images")
-        det.extractor_ = FeatureExtractor(cfg.backbone, None, "default", cfg.dim, "cpu", cfg.seed)
-        f_train = det._features(lists["train"], batch_size)
-        f_test = det._features(lists["test"], batch_size)
+        f_train = det.features(lists["train"])
+        f_test = det.features(lists["test"])
         _atomic_savez(f_path, train=f_train, test=f_test)
         timings["features"] = time.perf_counter() - t0
     d = f_train.shape[-1]
     t1 = time.perf_counter()
+    bank: np.ndarray | None = None
     if b_path.is_file():
         with np.load(b_path, allow_pickle=False) as z:
-            det.bank_ = z["bank"]
+            bank = z["bank"]
     else:
         _log(log, f"[{stem}] coreset bank")
-        det.bank_ = mb.build_bank(
-            f_train.reshape(-1, d),
-            cfg.coreset_ratio,
-            projection_dim=cfg.projection_dim,
-            seed=cfg.seed,
-            backend=backend,
-            threads=threads,
-        )
+    det.fit_features(f_train, bank=bank)
+    if bank is None:
         _atomic_savez(b_path, bank=det.bank_)
-    timings["bank"] = time.perf_counter() - t1
+    timings["fit_features"] = time.perf_counter() - t1  # bank (built or read) + fit
     cal_maps: dict[str, np.ndarray] = {}
     cal_max: dict[str, np.ndarray] = {}
     for mode in ("crossfit", "train"):
         t2 = time.perf_counter()
         _log(log, f"[{stem}] calibration maps ({mode})")
-        cal_maps[mode], cal_max[mode] = det._calibration_maps(mode, f_train, p, backend)
+        cal_maps[mode], cal_max[mode] = det.calibration_maps(f_train, mode)
         timings[f"calibration_{mode}"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     _log(log, f"[{stem}] test maps")
-    tm: list[np.ndarray] = []
-    tx: list[np.ndarray] = []
-    for s in range(0, f_test.shape[0], 64):
-        m, x = det._score(f_test[s : s + 64], det.bank_, backend)
-        tm.append(m)
-        tx.append(x)
-    test_maps, test_max = np.concatenate(tm), np.concatenate(tx)
+    test_maps, test_max = det.anomaly_maps(f_test, batch_size=64)
     timings["test_maps"] = time.perf_counter() - t3
-    folds = _fold_index(len(train), cfg.folds, cfg.seed)
+    folds = det.crossfit_folds(len(train))
     meta = {
         "config": asdict(cfg),
         "n_train": len(train),

@@ -40,6 +40,37 @@ class CalibrationWarning(UserWarning):
     """A calibration statistic is degenerate (zero variance); the fit continued with a floor."""
 
 
+def _check_lam(lam: object) -> None:
+    """Check a weight of D: ``"auto"`` or a finite real number >= 0 (not bool).
+
+    Raises
+    ------
+    TypeError
+        ``lam`` is neither a string nor a real number (bool included).
+    ValueError
+        Another string, a negative or non-finite number.
+    """
+    if isinstance(lam, str):
+        check_choice(lam, "lam", ("auto",))
+    elif isinstance(lam, bool) or not isinstance(lam, numbers.Real):
+        raise TypeError(f"lam must be 'auto' or a real number >= 0; got {lam!r}")
+    else:
+        check_positive_float(lam, "lam", allow_zero=True)
+
+
+def _check_quantile(q: object, name: str) -> float:
+    """Return ``q`` as a float after checking it is a real number in (0, 1] (not bool).
+
+    Raises
+    ------
+    ValueError
+        Anything else, naming ``name``.
+    """
+    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 < float(q) <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1]; got {q!r}")
+    return float(q)
+
+
 def _as_phi(phi: object, name: str, n_features: int | None = None) -> np.ndarray:
     arr = np.asarray(phi)
     if arr.dtype.kind not in "fiu" or arr.dtype == np.bool_:
@@ -122,15 +153,8 @@ class StructCalibrator:
     # ----------------------------------------------------------------------------------------
     def _check_params(self, n_features: int) -> list[str]:
         check_choice(self.norm, "norm", ("l2", "linf"))
-        if isinstance(self.lam, str):
-            check_choice(self.lam, "lam", ("auto",))
-        elif isinstance(self.lam, bool) or not isinstance(self.lam, numbers.Real):
-            raise TypeError(f"lam must be 'auto' or a real number >= 0; got {self.lam!r}")
-        else:
-            check_positive_float(self.lam, "lam", allow_zero=True)
-        q = self.threshold_quantile
-        if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 < float(q) <= 1.0:
-            raise ValueError(f"threshold_quantile must be in (0, 1]; got {q!r}")
+        _check_lam(self.lam)
+        _check_quantile(self.threshold_quantile, "threshold_quantile")
         check_positive_float(self.eps, "eps")
         if self.names is None:
             return [f"phi[{i}]" for i in range(n_features)]

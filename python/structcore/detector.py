@@ -37,6 +37,13 @@ in pixels) -> ``score_max`` = max(S) (times PatchCore's reweighting factor when
 threshold of the configured mode) -> ``z``, ``D`` -> ``score = score_max + lambda_ * D``;
 ``is_anomalous = score > decision_threshold_``.
 
+The same pieces, public, for features cached outside the detector (e.g. an accuracy study of
+image scores, :mod:`structcore.ablation`): :meth:`Detector.features` (patch features of
+images, also before ``fit``), :meth:`Detector.fit_features` (``fit`` from features, optionally
+with a given bank), :meth:`Detector.anomaly_maps` (maps and max scores of features, as
+``predict``), :meth:`Detector.calibration_maps` (step 2's maps of either mode) and
+:meth:`Detector.crossfit_folds`. They compute exactly what ``fit`` and ``predict`` do.
+
 Variant grid of :meth:`Detector.variant_scores` (all from the same maps and max scores):
 
 * ``"max"``, ``"structcore"`` (the configured score), ``"struct_only"`` (the configured D);
@@ -53,7 +60,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import numbers
 import os
 import time
 import warnings
@@ -72,7 +78,7 @@ from ._validation import (
     check_positive_float,
     check_threads,
 )
-from .calibration import CalibrationWarning, StructCalibrator
+from .calibration import CalibrationWarning, StructCalibrator, _check_lam, _check_quantile
 from .features import BACKBONES, FeatureExtractor
 from .images import as_image_list, iter_batches, preprocess, preprocess_one
 
@@ -154,6 +160,12 @@ class Prediction:
     def n_failed(self) -> int:
         """Number of images that could not be scored (``len(errors)``)."""
         return len(self.errors)
+
+
+def _fold_parts(n: int, folds: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The seeded permutation of ``n`` train images and its ``folds`` held-out parts."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm, np.array_split(perm, folds)
 
 
 def _progress(iterable: Iterable[Any], enabled: bool, total: int, desc: str) -> Iterable[Any]:
@@ -348,18 +360,11 @@ class Detector:
         p["sigma"] = check_positive_float(self.sigma, "sigma", allow_zero=True)
         p["components"] = self._resolve_descriptor(self.descriptor)
         p["norm"] = check_choice(self.norm, "norm", ("l2", "linf"))
-        if isinstance(self.lam, str):
-            check_choice(self.lam, "lam", ("auto",))
-        elif isinstance(self.lam, bool) or not isinstance(self.lam, numbers.Real):
-            raise TypeError(f"lam must be 'auto' or a real number >= 0; got {self.lam!r}")
-        else:
-            check_positive_float(self.lam, "lam", allow_zero=True)
+        _check_lam(self.lam)
         p["calibration"] = check_choice(self.calibration, "calibration", CALIBRATION_MODES)
         p["folds"] = check_int(self.folds, "folds", low=2)
         for name in ("threshold_quantile", "pixel_quantile"):
-            q = getattr(self, name)
-            if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 < float(q) <= 1:
-                raise ValueError(f"{name} must be in (0, 1]; got {q!r}")
+            _check_quantile(getattr(self, name), name)
         for name in ("reweight", "progress", "variants"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
@@ -419,8 +424,18 @@ class Detector:
     # ---------------------------------------------------------------------------------------
     # pipeline pieces
 
+    def _new_extractor(self, p: dict[str, Any]) -> FeatureExtractor:
+        """The backbone of the (validated) parameters ``p``, as :meth:`fit` builds it."""
+        return FeatureExtractor(
+            self.backbone, self.layers, self.weights, p["dim"], self.device, p["seed"]
+        )
+
     def _features(
-        self, items: list[object], batch_size: int, timings: dict[str, float] | None = None
+        self,
+        extractor: FeatureExtractor,
+        items: list[object],
+        batch_size: int,
+        timings: dict[str, float] | None = None,
     ) -> np.ndarray:
         """Patch features of all ``items``: (N, h, w, feature_dim) float32."""
         out: list[np.ndarray] = []
@@ -430,7 +445,7 @@ class Detector:
             t0 = time.perf_counter()
             x = preprocess(batch, self.resize, self.crop)
             t1 = time.perf_counter()
-            out.append(self.extractor_(x))
+            out.append(extractor(x))
             if timings is not None:
                 timings["preprocess"] += t1 - t0
                 timings["features"] += time.perf_counter() - t1
@@ -484,8 +499,7 @@ class Detector:
             return self._score(feats, self.bank_, backend)
         maps = np.empty((n, p["crop"], p["crop"]), dtype=np.float32)
         smax = np.empty(n, dtype=np.float64)
-        perm = np.random.default_rng(p["seed"]).permutation(n)
-        parts = np.array_split(perm, p["folds"])
+        perm, parts = _fold_parts(n, p["folds"], p["seed"])
         for held in _progress(parts, bool(self.progress), len(parts), "cross-fit"):
             rest = np.setdiff1d(perm, held)
             bank = mb.build_bank(
@@ -532,9 +546,16 @@ class Detector:
         self._reset()
         backend = mb.backend_module(self.backend)
         items = as_image_list(images)
-        n = len(items)
+        modes = self._fit_modes(len(items), p, "images")
+        timings = dict.fromkeys(("preprocess", "features", "bank", "calibration"), 0.0)
+        self.extractor_ = self._new_extractor(p)
+        feats = self._features(self.extractor_, items, p["batch_size"], timings)
+        return self._fit_on_features(feats, None, p, modes, backend, timings)
+
+    def _fit_modes(self, n: int, p: dict[str, Any], name: str) -> tuple[str, ...]:
+        """The calibration modes ``fit`` computes for ``n`` train images (checks ``n``)."""
         if n < 2:
-            raise ValueError(f"images: fit needs at least 2 train images; got {n}")
+            raise ValueError(f"{name}: fit needs at least 2 train images; got {n}")
         modes = (
             CALIBRATION_MODES
             if self.variants
@@ -545,22 +566,30 @@ class Detector:
                 f"folds={p['folds']} exceeds the {n} train images; cross-fitting needs at least "
                 "one image per fold (lower folds, or calibration='train' with variants=False)"
             )
-        timings = dict.fromkeys(("preprocess", "features", "bank", "calibration"), 0.0)
+        return modes
 
-        self.extractor_ = FeatureExtractor(
-            self.backbone, self.layers, self.weights, p["dim"], self.device, p["seed"]
-        )
-        feats = self._features(items, p["batch_size"], timings)
-        _, h, w, d = feats.shape
+    def _fit_on_features(
+        self,
+        feats: np.ndarray,
+        bank: np.ndarray | None,
+        p: dict[str, Any],
+        modes: tuple[str, ...],
+        backend: ModuleType,
+        timings: dict[str, float],
+    ) -> Detector:
+        """Steps 1 (bank) to 4 of the module docstring; ``extractor_`` is already set."""
+        n, h, w, d = feats.shape
         t0 = time.perf_counter()
-        self.bank_ = mb.build_bank(
-            feats.reshape(-1, d),
-            p["coreset_ratio"],
-            projection_dim=p["projection_dim"],
-            seed=p["seed"],
-            backend=backend,
-            threads=self.threads,
-        )
+        if bank is None:
+            bank = mb.build_bank(
+                feats.reshape(-1, d),
+                p["coreset_ratio"],
+                projection_dim=p["projection_dim"],
+                seed=p["seed"],
+                backend=backend,
+                threads=self.threads,
+            )
+        self.bank_ = bank
         if p["k"] > self.bank_.shape[0]:
             raise ValueError(f"k={p['k']} exceeds the {self.bank_.shape[0]} bank vectors")
         t1 = time.perf_counter()
@@ -586,7 +615,7 @@ class Detector:
 
         self.feature_grid_ = (int(h), int(w))
         self.feature_dim_ = int(d)
-        self.n_train_ = n
+        self.n_train_ = int(n)
         self.weights_sha256_ = self.extractor_.weights_sha256
         self._fit_calibrator(warn=True)
         self.fit_timings_ = timings
@@ -779,6 +808,267 @@ class Detector:
                         out[f"{dname}/{norm}/{lam_key}/{mode}"] = ss
                         if isinstance(lam, str):
                             out[f"struct/{dname}/{norm}/{mode}"] = dd
+        return out
+
+    # ---------------------------------------------------------------------------------------
+    # the pipeline's pieces, public: features, maps and calibration maps (cached features)
+
+    def features(self, images: object, batch_size: int | None = None) -> np.ndarray:
+        """Patch features of images: what :meth:`fit` and :meth:`predict` score.
+
+        Works before :meth:`fit` too (for caching features, then :meth:`fit_features`): an
+        unfitted detector builds the backbone from its parameters (``backbone``, ``layers``,
+        ``weights``, ``dim``, ``device``, ``seed``) exactly as ``fit`` does, on every call;
+        a fitted one uses its own (``extractor_``).
+
+        Parameters
+        ----------
+        images : image, sequence of images, ndarray (N, H, W, C) or tensor (N, C, H, W)
+            Any number of images of any supported kind (see :mod:`structcore.images`).
+        batch_size : int or None
+            Images per backbone batch (None: the detector's ``batch_size``, as ``fit`` and
+            ``predict`` batch them; convolution numerics can differ in the last bits
+            between batch sizes).
+
+        Returns
+        -------
+        features : ndarray of shape (N, h, w, feature_dim), float32
+            One vector per patch of the ``crop`` x ``crop`` centre crop (h = w = crop / 8
+            for the stride-8 default layers).
+
+        Raises
+        ------
+        ValueError, TypeError
+            Invalid parameters, images or ``batch_size`` (as ``fit`` and ``predict``).
+        """
+        if hasattr(self, "bank_"):
+            extractor = self.extractor_
+        else:
+            extractor = self._new_extractor(self._validated())
+        bs = check_int(self.batch_size if batch_size is None else batch_size, "batch_size", low=1)
+        return self._features(extractor, as_image_list(images), bs)
+
+    def fit_features(self, features: object, bank: object = None) -> Detector:
+        """Fit from patch features instead of images (e.g. features cached on disk).
+
+        With ``features = Detector(**params).features(images)`` this fits exactly what
+        ``Detector(**params).fit(images)`` fits (the same bank, calibration and
+        decisions); :meth:`predict`, :meth:`save` and the rest then work as after ``fit``.
+        The backbone (``extractor_``) is built from the parameters as in ``fit``.
+
+        Parameters
+        ----------
+        features : array_like of shape (N, h, w, feature_dim), float32
+            Patch features of N >= 2 train-good images (N >= ``folds`` when cross-fit
+            calibration runs), from :meth:`features` with the same parameters. float64 is
+            converted to float32 (a copy); must be finite. ``(h, w)`` and ``feature_dim``
+            must be what this detector's backbone gives at ``crop`` px (checked on one
+            blank image); features of other weights with the same shape cannot be told
+            apart, so keep the parameters with the cache.
+        bank : array_like of shape (n_bank, feature_dim), float32, or None
+            The memory bank to use instead of building the coreset (e.g. ``bank_`` of a
+            detector fitted earlier on the same features and parameters, which gives the
+            identical fit). float64 is converted to float32; copied; must be finite with
+            ``n_bank >= k``. None: build it from ``features`` as ``fit`` does. The
+            cross-fit banks of ``"crossfit"`` calibration are always built from
+            ``features``.
+
+        Returns
+        -------
+        self : Detector
+
+        Raises
+        ------
+        TypeError
+            Non-float ``features`` or ``bank``.
+        ValueError
+            Wrong rank, empty, non-finite, too few images, a grid or feature dimension that
+            differs from the backbone's, a bank of another dimension or with fewer than
+            ``k`` rows; invalid parameters.
+
+        Warns
+        -----
+        CalibrationWarning
+            As :meth:`fit`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> train = rng.integers(100, 140, size=(6, 40, 40, 3), dtype=np.uint8)
+        >>> det = Detector("resnet18", weights=None, dim=32, resize=32, crop=32, folds=2)
+        >>> feats = det.features(train)  # before fit; cache them
+        >>> feats.shape
+        (6, 4, 4, 32)
+        >>> maps, score_max = det.fit_features(feats).anomaly_maps(feats[:2])
+        >>> maps.shape, score_max.shape
+        ((2, 32, 32), (2,))
+        >>> cal_maps, cal_max = det.calibration_maps(feats, "crossfit")
+        >>> bool(np.array_equal(cal_max, det.train_max_["crossfit"]))
+        True
+        """
+        p = self._validated()
+        feats = as_float_array(features, "features", ndim=4)
+        n, h, w, d = feats.shape
+        modes = self._fit_modes(n, p, "features")
+        b = None
+        if bank is not None:
+            b = np.array(as_float_array(bank, "bank", ndim=2), dtype=np.float32, copy=True)
+            if b.shape[1] != d:
+                raise ValueError(
+                    f"bank must have {d} columns like features (N, h, w, {d}); got {b.shape}"
+                )
+            if p["k"] > b.shape[0]:
+                raise ValueError(f"bank: k={p['k']} exceeds its {b.shape[0]} rows")
+        extractor = self._new_extractor(p)
+        expected = self._feature_shape(extractor)
+        if (h, w, d) != expected:
+            raise ValueError(
+                f"features must have shape (N, {expected[0]}, {expected[1]}, {expected[2]}): "
+                f"the grid and dimension of backbone {self.backbone!r} at crop {p['crop']} px "
+                f"with dim={p['dim']}; got {feats.shape}"
+            )
+        self._reset()
+        self.extractor_ = extractor
+        timings = dict.fromkeys(("preprocess", "features", "bank", "calibration"), 0.0)
+        return self._fit_on_features(feats, b, p, modes, mb.backend_module(self.backend), timings)
+
+    def _feature_shape(self, extractor: FeatureExtractor) -> tuple[int, int, int]:
+        """(h, w, feature_dim) of ``extractor`` at ``crop`` px, from one blank image."""
+        import torch
+
+        crop = int(self.crop)
+        _, h, w, d = extractor(torch.zeros(1, 3, crop, crop)).shape
+        return int(h), int(w), int(d)
+
+    def _check_features(self, features: object, name: str) -> np.ndarray:
+        """``features`` as float32 (N, h, w, D) with the fitted grid and dimension."""
+        feats = as_float_array(features, name, ndim=4)
+        h, w = self.feature_grid_
+        d = int(self.bank_.shape[1])
+        if feats.shape[1:] != (h, w, d):
+            raise ValueError(
+                f"{name} must have shape (N, {h}, {w}, {d}): the fitted feature grid and the "
+                f"bank's feature_dim; got {feats.shape}"
+            )
+        return feats
+
+    def anomaly_maps(
+        self, features: object, batch_size: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Anomaly maps and max scores of patch features against the fitted bank.
+
+        ``anomaly_maps(features(images))`` equals ``predict(images)``'s ``maps`` and
+        ``score_max``; ``variant_scores(maps, score_max)["structcore"]`` is then its
+        ``score``.
+
+        Parameters
+        ----------
+        features : array_like of shape (N, h, w, feature_dim), float32
+            Patch features (:meth:`features`); ``(h, w)`` = ``feature_grid_``,
+            ``feature_dim`` = ``bank_.shape[1]``. float64 is converted to float32 (a copy);
+            must be finite.
+        batch_size : int or None
+            Images per kNN pass (memory only; the results do not depend on it). None: the
+            detector's ``batch_size``.
+
+        Returns
+        -------
+        maps : ndarray of shape (N, crop, crop), float32
+            Anomaly maps S: mean distance to the ``k`` nearest bank vectors, upsampled to
+            the crop and blurred (Gaussian ``sigma`` px).
+        score_max : ndarray of shape (N,), float64
+            max(S), times PatchCore's reweighting factor when ``reweight=True``.
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit` / :meth:`load`.
+        TypeError, ValueError
+            Non-float, wrong rank or shape, empty or non-finite ``features``; bad
+            ``batch_size``.
+        """
+        self._check_fitted()
+        feats = self._check_features(features, "features")
+        bs = check_int(self.batch_size if batch_size is None else batch_size, "batch_size", low=1)
+        backend = mb.backend_module(self.backend)
+        n = feats.shape[0]
+        crop = int(self.crop)
+        maps = np.empty((n, crop, crop), dtype=np.float32)
+        smax = np.empty(n, dtype=np.float64)
+        for start in range(0, n, bs):
+            sl = slice(start, start + bs)
+            maps[sl], smax[sl] = self._score(feats[sl], self.bank_, backend)
+        return maps, smax
+
+    def calibration_maps(
+        self, features: object, mode: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Calibration maps and max scores of train features (METHOD.md §3.5).
+
+        What :meth:`fit` calibrates on (it keeps only their descriptors ``train_phi_`` and
+        max scores ``train_max_``): with the features the detector was fitted on, the max
+        scores equal ``train_max_[mode]``.
+
+        Parameters
+        ----------
+        features : array_like of shape (N, h, w, feature_dim), float32
+            Patch features of the train-good images, in fit order (the folds depend on it);
+            shape checked as in :meth:`anomaly_maps`. float64 is converted to float32.
+        mode : {"crossfit", "train"} or None
+            ``"train"``: the images against the fitted bank ``bank_`` (same-train, biased
+            low; equals :meth:`anomaly_maps`). ``"crossfit"``: ``folds`` seeded folds
+            (:meth:`crossfit_folds`); each fold against a bank built from the other folds'
+            features (``coreset_ratio``, ``projection_dim``, ``seed``); needs N >=
+            ``folds``. None: the configured ``calibration``. Either mode may be asked for,
+            whether or not ``fit`` computed it.
+
+        Returns
+        -------
+        maps : ndarray of shape (N, crop, crop), float32
+        score_max : ndarray of shape (N,), float64
+            max(S) of each map (reweighted when ``reweight=True``).
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit` / :meth:`load`.
+        TypeError, ValueError
+            Bad ``features`` (as :meth:`anomaly_maps`), an unknown ``mode``, fewer images
+            than ``folds`` for ``"crossfit"``, or ``k`` above a cross-fit bank's size.
+        """
+        self._check_fitted()
+        p = self._validated()
+        m = p["calibration"] if mode is None else check_choice(mode, "mode", CALIBRATION_MODES)
+        feats = self._check_features(features, "features")
+        n = feats.shape[0]
+        if m == "crossfit" and p["folds"] > n:
+            raise ValueError(
+                f"features: cross-fitting needs at least folds={p['folds']} images; got {n}"
+            )
+        return self._calibration_maps(m, feats, p, mb.backend_module(self.backend))
+
+    def crossfit_folds(self, n_images: int) -> np.ndarray:
+        """The cross-fit fold of each of ``n_images`` train images (``folds``, ``seed``).
+
+        Parameters
+        ----------
+        n_images : int >= folds
+            Number of train images, in fit order.
+
+        Returns
+        -------
+        folds : ndarray of shape (n_images,), int64
+            Values in ``[0, folds)``: ``numpy.random.default_rng(seed).permutation`` split
+            by ``numpy.array_split``; an image's cross-fit map comes from the bank of the
+            other folds' images.
+        """
+        folds = check_int(self.folds, "folds", low=2)
+        seed = check_int(self.seed, "seed", low=0, high=2**63 - 1)
+        n = check_int(n_images, "n_images", low=folds)
+        out = np.empty(n, dtype=np.int64)
+        for i, part in enumerate(_fold_parts(n, folds, seed)[1]):
+            out[part] = i
         return out
 
     # ---------------------------------------------------------------------------------------
