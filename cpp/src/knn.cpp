@@ -220,6 +220,7 @@ double exact_d2(const float* q, const BankT* b, std::int64_t dim) {
 }
 
 std::uint32_t max_abs_bank(const Kernels& K, const float* bank, std::int64_t n, int threads) {
+  (void)threads;  // read by the OpenMP pragma only
   std::uint32_t m = 0;
   const std::int64_t chunk = 1 << 16;
   const std::int64_t nchunks = (n + chunk - 1) / chunk;
@@ -234,6 +235,7 @@ std::uint32_t max_abs_bank(const Kernels& K, const float* bank, std::int64_t n, 
 
 std::uint32_t max_abs_bank(const Kernels&, const std::uint16_t* bank, std::int64_t n,
                            int threads) {
+  (void)threads;  // read by the OpenMP pragma only
   std::uint16_t m = 0;
 #pragma omp parallel for num_threads(threads) reduction(max : m) schedule(static) if (n > (1 << 16))
   for (std::int64_t i = 0; i < n; ++i) {
