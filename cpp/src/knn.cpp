@@ -603,16 +603,23 @@ class TopKPass {
   std::vector<float> tau_;         // T * batch_rows
 };
 
-template <class BankT>
-void knn_driver(const Problem<BankT>& p, int threads, SimdLevel level) {
-  check_problem(p);
-  const Kernels K = select_kernels(level);
+// The drivers' common tail after their argument checks: scale (finiteness check included),
+// blocking, then the walk with the pass make_pass(blocking) returns.
+template <class BankT, class MakePass>
+void scale_and_walk(const Kernels& K, const Problem<BankT>& p, int threads, MakePass make_pass) {
   const int T_requested = resolve_threads(threads);
   const double scale = input_scale(K, p, T_requested);
   if (p.nq == 0) return;
   const Blocking B = make_blocking(K, p.nq, p.nb, T_requested);
-  TopKPass<BankT> pass(K, B, p);
+  auto pass = make_pass(B);  // guaranteed elision: passes need not be movable
   walk_tiles(K, B, p, scale, pass);
+}
+
+template <class BankT>
+void knn_driver(const Problem<BankT>& p, int threads, SimdLevel level) {
+  check_problem(p);
+  const Kernels K = select_kernels(level);
+  scale_and_walk(K, p, threads, [&](const Blocking& B) { return TopKPass<BankT>(K, B, p); });
 }
 
 #if defined(STRUCTCORE_X86)
@@ -805,13 +812,10 @@ template <class BankT>
 void knn_driver_bf16(const Problem<BankT>& p, int threads) {
   check_problem(p);
   require(cpu_has_avx512_bf16(), "knn: this CPU has no AVX-512 BF16");
+  // The float32 AVX-512 kernels pack and scale; the pass converts the panels to bf16 pairs.
   const Kernels K = knn_detail::kernels_avx512();
-  const int T_requested = resolve_threads(threads);
-  const double scale = input_scale(K, p, T_requested);
-  if (p.nq == 0) return;
-  const Blocking B = make_blocking(K, p.nq, p.nb, T_requested);
-  Bf16Pass<BankT> pass(B, p, threads);
-  walk_tiles(K, B, p, scale, pass);
+  scale_and_walk(K, p, threads,
+                 [&](const Blocking& B) { return Bf16Pass<BankT>(B, p, threads); });
 }
 #endif
 }  // namespace
