@@ -1,7 +1,15 @@
-// Exact kNN driver: blocking, OpenMP, fused top-k selection, exact re-ranking (see knn.hpp),
-// plus the portable scalar micro-kernels. Compiled for the x86-64 baseline; the AVX2 and
-// AVX-512 micro-kernels live in knn_avx2.cpp / knn_avx512.cpp and are reached through
-// knn_detail::Kernels according to the requested SIMD level.
+// Exact kNN drivers (see knn.hpp) plus the portable scalar micro-kernels. Compiled for the
+// x86-64 baseline; the AVX2 / AVX-512 / AVX-512 BF16 micro-kernels live in knn_avx2.cpp,
+// knn_avx512.cpp and knn_avx512bf16.cpp and are reached through knn_detail::Kernels /
+// Bf16Kernels according to the requested SIMD level.
+//
+// Structure: both candidate passes share one tile walk, walk_tiles() (query batches, bank
+// block packing, the OpenMP split over bank block x query blocks, per-thread state, merge per
+// query), so blocking and thread-count independence are defined once. What differs is a
+// small pass class plugged into it:
+//   TopKPass  float32 d2~ tiles -> per-thread sorted top-k; the k winners re-ranked exactly.
+//   Bf16Pass  bf16 tiles with a proven bound -> every candidate within it re-ranked exactly;
+//             queries past the candidate budget are redone by the float32 pass.
 #include "structcore/knn.hpp"
 
 #include <algorithm>
@@ -212,6 +220,7 @@ double exact_d2(const float* q, const BankT* b, std::int64_t dim) {
 }
 
 std::uint32_t max_abs_bank(const Kernels& K, const float* bank, std::int64_t n, int threads) {
+  (void)threads;  // read by the OpenMP pragma only
   std::uint32_t m = 0;
   const std::int64_t chunk = 1 << 16;
   const std::int64_t nchunks = (n + chunk - 1) / chunk;
@@ -226,6 +235,7 @@ std::uint32_t max_abs_bank(const Kernels& K, const float* bank, std::int64_t n, 
 
 std::uint32_t max_abs_bank(const Kernels&, const std::uint16_t* bank, std::int64_t n,
                            int threads) {
+  (void)threads;  // read by the OpenMP pragma only
   std::uint16_t m = 0;
 #pragma omp parallel for num_threads(threads) reduction(max : m) schedule(static) if (n > (1 << 16))
   for (std::int64_t i = 0; i < n; ++i) {
@@ -260,233 +270,48 @@ inline void topk_insert(float* D, std::int64_t* I, std::int64_t k, float d, std:
   I[pos] = j;
 }
 
-template <class BankT>
-void knn_driver(const float* queries, std::int64_t nq, const BankT* bank, std::int64_t nb,
-                std::int64_t dim, std::int64_t k, float* distances, std::int64_t* indices,
-                int threads, SimdLevel level) {
-  require(nq >= 0, "knn: n_queries must be >= 0");
-  require(nb >= 1, "knn: bank must have at least one row");
-  require(dim >= 1, "knn: dim must be >= 1");
-  require(k >= 1 && k <= nb, "knn: k must be in [1, n_bank]");
-  require(bank != nullptr, "knn: bank is null");
-  require(nq == 0 || (queries != nullptr && distances != nullptr && indices != nullptr),
-          "knn: null queries or output pointer");
-
-  const Kernels K = select_kernels(level);
-  const int T_requested = resolve_threads(threads);
-  const std::int64_t MR = K.mr, NR = K.nr;
-  const std::int64_t MC = kMCPanels * MR;
-  const std::int64_t NC = std::max<std::int64_t>(NR, (kNC / NR) * NR);
-  const std::int64_t QB = std::max<std::int64_t>(MC, (kQBatch / MC) * MC);
-  const std::int64_t KC = kKC;
-
-  // One power-of-two scale for both arrays: max |value| -> [0.5, 1).
-  // The max-|value| pass doubles as the finiteness check (NaN/Inf bit patterns compare above
-  // every finite magnitude), so the Python layer does not scan the bank a second time.
-  const int T_scan = static_cast<int>(std::min<std::int64_t>(T_requested, 1 + ((nb * dim) >> 16)));
-  const std::uint32_t bank_bits = max_abs_bank(K, bank, nb * dim, T_scan);
-  const std::uint32_t query_bits = max_abs_bank(K, queries, nq * dim, T_scan);
-  require(query_bits < 0x7f800000u, "queries must be finite; found NaN or Inf value(s)");
-  require(bank_bits < 0x7f800000u, "bank must be finite; found NaN or Inf value(s)");
-  if (nq == 0) return;
-  std::uint32_t mbits = std::max(bank_bits, query_bits);
-  float maxv;
-  std::memcpy(&maxv, &mbits, sizeof maxv);
-  double scale = 1.0;
-  if (maxv > 0.0f && std::isfinite(maxv)) {
-    int e = 0;
-    (void)std::frexp(static_cast<double>(maxv), &e);
-    scale = std::ldexp(1.0, -e);
-  }
-
-  const std::int64_t nbb = (nb + NC - 1) / NC;                  // bank blocks
-  // Never more threads (and per-thread buffers) than work items: threads=4096 on a small
-  // problem must not allocate 4096 packed bank blocks.
-  const std::int64_t max_items = nbb * ((std::min(QB, nq) + MC - 1) / MC);
-  const int T =
-      static_cast<int>(std::min<std::int64_t>(T_requested, std::max<std::int64_t>(1, max_items)));
-  const std::int64_t nc_panels = NC / NR;
-  const std::int64_t batch_rows = std::min(QB, nq);
-  const std::int64_t qpanels_max = (batch_rows + MR - 1) / MR;
-
-  AlignedFloats Ap(static_cast<std::size_t>(qpanels_max * MR * dim));
-  std::vector<float> qn(static_cast<std::size_t>(qpanels_max * MR));
-  // Per-thread sorted top-k buffers (approximate d2, index) and thresholds.
-  std::vector<float> topd(static_cast<std::size_t>(T * batch_rows * k));
-  std::vector<std::int64_t> topi(static_cast<std::size_t>(T * batch_rows * k));
-  std::vector<float> tau(static_cast<std::size_t>(T * batch_rows));
-  AlignedFloats Bp_all(static_cast<std::size_t>(T * NC * dim));
-  AlignedFloats Ct_all(static_cast<std::size_t>(T * MC * NC));
-  AlignedFloats bn_all(static_cast<std::size_t>(T * NC));
-
-  for (std::int64_t q0 = 0; q0 < nq; q0 += QB) {
-    const std::int64_t qcount = std::min(QB, nq - q0);
-    const std::int64_t qpanels = (qcount + MR - 1) / MR;
-    const std::int64_t mcb = (qcount + MC - 1) / MC;  // query blocks in this batch
-    std::int64_t nqs = 1;
-    if (nbb < 4 * T) nqs = std::min<std::int64_t>(mcb, (4 * T + nbb - 1) / nbb);
-    const std::int64_t n_items = nbb * nqs;
-
-    std::fill(topd.begin(), topd.end(), std::numeric_limits<float>::infinity());
-    std::fill(topi.begin(), topi.end(), std::int64_t{-1});
-    std::fill(tau.begin(), tau.end(), std::numeric_limits<float>::infinity());
-
-    OmpExceptionCapture cap;
-#pragma omp parallel num_threads(T)
-    {
-      // 1. pack this batch of queries and their norms
-#pragma omp for schedule(static)
-      for (std::int64_t ip = 0; ip < qpanels; ++ip) {
-        cap.run([&] {
-          const int rows = static_cast<int>(std::min(MR, qcount - ip * MR));
-          float* P = Ap.p + ip * MR * dim;
-          K.pack_f32(queries + (q0 + ip * MR) * dim, dim, rows, dim, scale, K.mr, P);
-          K.panel_norms(P, dim, K.mr, qn.data() + ip * MR);
-        });
-      }
-      // (implicit barrier)
-      // 2. bank blocks x query blocks
-      {
+inline int thread_num() {
 #ifdef STRUCTCORE_WITH_OPENMP
-        const int t = omp_get_thread_num();
+  return omp_get_thread_num();
 #else
-        const int t = 0;
+  return 0;
 #endif
-        float* const Bp = Bp_all.p + t * NC * dim;
-        float* const Ct = Ct_all.p + t * MC * NC;
-        float* const bn = bn_all.p + t * NC;
-        float* myd = topd.data() + t * batch_rows * k;
-        std::int64_t* myi = topi.data() + t * batch_rows * k;
-        float* mytau = tau.data() + t * batch_rows;
-        std::int64_t packed_bb = -1;
-#pragma omp for schedule(dynamic, 1) nowait
-        for (std::int64_t it = 0; it < n_items; ++it) {
-          cap.run([&] {
-            const std::int64_t bb = it / nqs, qs = it % nqs;
-            const std::int64_t b0 = bb * NC;
-            const std::int64_t nc = std::min(NC, nb - b0);
-            const std::int64_t npan = (nc + NR - 1) / NR;
-            if (packed_bb != bb) {
-              for (std::int64_t jp = 0; jp < npan; ++jp) {
-                const int rows = static_cast<int>(std::min(NR, nc - jp * NR));
-                float* P = Bp + jp * NR * dim;
-                pack_bank(K, bank + (b0 + jp * NR) * dim, dim, rows, dim, scale, P);
-                K.panel_norms(P, dim, K.nr, bn + jp * NR);
-                for (int r = rows; r < K.nr; ++r)
-                  bn[jp * NR + r] = std::numeric_limits<float>::infinity();
-              }
-              packed_bb = bb;
-            }
-            const std::int64_t blk_lo = qs * mcb / nqs, blk_hi = (qs + 1) * mcb / nqs;
-            for (std::int64_t blk = blk_lo; blk < blk_hi; ++blk) {
-              const std::int64_t ic = blk * MC;
-              const std::int64_t mc = std::min(MC, qcount - ic);
-              const std::int64_t mpan = (mc + MR - 1) / MR;
-              for (std::int64_t pc = 0; pc < dim; pc += KC) {
-                const std::int64_t kc = std::min(KC, dim - pc);
-                for (std::int64_t jp = 0; jp < npan; ++jp) {
-                  const float* Bpp = Bp + jp * NR * dim + pc * NR;
-                  for (std::int64_t ip = 0; ip < mpan; ++ip) {
-                    const float* App = Ap.p + (ic / MR + ip) * MR * dim + pc * MR;
-                    K.gemm(kc, App, Bpp, Ct + (ip * nc_panels + jp) * MR * NR, pc > 0);
-                  }
-                }
-              }
-              for (std::int64_t ip = 0; ip < mpan; ++ip) {
-                const int rows = static_cast<int>(std::min(MR, mc - ip * MR));
-                const std::int64_t qi0 = ic + ip * MR;  // batch-local query row
-                for (std::int64_t jp = 0; jp < npan; ++jp) {
-                  float* tile = Ct + (ip * nc_panels + jp) * MR * NR;
-                  std::uint32_t mask =
-                      K.finish(tile, qn.data() + qi0, bn + jp * NR, mytau + qi0, rows);
-                  while (mask) {
-                    const int i = __builtin_ctz(mask);
-                    mask &= mask - 1;
-                    const std::int64_t q = qi0 + i;
-                    float* D = myd + q * k;
-                    std::int64_t* I = myi + q * k;
-                    const float* row = tile + i * NR;
-                    for (std::int64_t j = 0; j < NR; ++j) {
-                      if (row[j] < mytau[q]) {
-                        topk_insert(D, I, k, row[j], b0 + jp * NR + j);
-                        mytau[q] = D[k - 1];
-                      }
-                    }
-                  }
-                }
-              }
-            }
-          });
-        }
-      }
-#pragma omp barrier
-      // 3. merge the per-thread lists, re-rank exactly, write the outputs
-#pragma omp for schedule(static)
-      for (std::int64_t q = 0; q < qcount; ++q) {
-        cap.run([&] {
-          std::vector<std::pair<float, std::int64_t>> cand;
-          cand.reserve(static_cast<std::size_t>(T * k));
-          for (int t = 0; t < T; ++t) {
-            const float* D = topd.data() + (t * batch_rows + q) * k;
-            const std::int64_t* I = topi.data() + (t * batch_rows + q) * k;
-            for (std::int64_t e = 0; e < k && I[e] >= 0; ++e) cand.emplace_back(D[e], I[e]);
-          }
-          std::partial_sort(cand.begin(), cand.begin() + k, cand.end());
-          std::vector<std::pair<double, std::int64_t>> exact(static_cast<std::size_t>(k));
-          const float* qrow = queries + (q0 + q) * dim;
-          for (std::int64_t e = 0; e < k; ++e) {
-            const std::int64_t j = cand[static_cast<std::size_t>(e)].second;
-            exact[static_cast<std::size_t>(e)] = {exact_d2(qrow, bank + j * dim, dim), j};
-          }
-          std::sort(exact.begin(), exact.end());
-          for (std::int64_t e = 0; e < k; ++e) {
-            const double d = std::sqrt(exact[static_cast<std::size_t>(e)].first);
-            if (!(d <= static_cast<double>(FLT_MAX)))
-              throw std::invalid_argument(
-                  "knn: a distance exceeds the float32 range (inputs with magnitudes near "
-                  "FLT_MAX); rescale queries and bank");
-            distances[(q0 + q) * k + e] = static_cast<float>(d);
-            indices[(q0 + q) * k + e] = exact[static_cast<std::size_t>(e)].second;
-          }
-        });
-      }
-    }
-    cap.rethrow();
-  }
 }
 
+// ---- shared by both candidate passes ------------------------------------------------------
 
-#if defined(STRUCTCORE_X86)
-// Experimental BF16 candidate pass + exact re-ranking of every candidate (see knn.hpp).
+// One call's arguments; BankT is float or std::uint16_t (binary16 bit patterns).
 template <class BankT>
-void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, std::int64_t nb,
-                     std::int64_t dim, std::int64_t k, float* distances, std::int64_t* indices,
-                     int threads) {
-  require(nq >= 0, "knn: n_queries must be >= 0");
-  require(nb >= 1, "knn: bank must have at least one row");
-  require(dim >= 1, "knn: dim must be >= 1");
-  require(k >= 1 && k <= nb, "knn: k must be in [1, n_bank]");
-  require(bank != nullptr, "knn: bank is null");
-  require(nq == 0 || (queries != nullptr && distances != nullptr && indices != nullptr),
+struct Problem {
+  const float* queries;  // nq * dim
+  std::int64_t nq;
+  const BankT* bank;     // nb * dim
+  std::int64_t nb, dim, k;
+  float* distances;        // out, nq * k
+  std::int64_t* indices;   // out, nq * k
+};
+
+template <class BankT>
+void check_problem(const Problem<BankT>& p) {
+  require(p.nq >= 0, "knn: n_queries must be >= 0");
+  require(p.nb >= 1, "knn: bank must have at least one row");
+  require(p.dim >= 1, "knn: dim must be >= 1");
+  require(p.k >= 1 && p.k <= p.nb, "knn: k must be in [1, n_bank]");
+  require(p.bank != nullptr, "knn: bank is null");
+  require(p.nq == 0 || (p.queries != nullptr && p.distances != nullptr && p.indices != nullptr),
           "knn: null queries or output pointer");
-  require(cpu_has_avx512_bf16(), "knn: this CPU has no AVX-512 BF16");
+}
 
-  const Kernels K = knn_detail::kernels_avx512();
-  const knn_detail::Bf16Kernels B16 = knn_detail::kernels_avx512bf16();
-  const int T_requested = resolve_threads(threads);
-  const std::int64_t MR = K.mr, NR = K.nr;
-  const std::int64_t MC = kMCPanels * MR;
-  const std::int64_t NC = (kNC / NR) * NR;
-  const std::int64_t QB = std::max<std::int64_t>(MC, (kQBatch / MC) * MC);
-  const std::int64_t KC2 = 128;  // depth pairs per chunk
-  const std::int64_t D2 = (dim + 1) / 2;
-
-  const int T_scan = static_cast<int>(std::min<std::int64_t>(T_requested, 1 + ((nb * dim) >> 16)));
-  const std::uint32_t bank_bits = max_abs_bank(K, bank, nb * dim, T_scan);
-  const std::uint32_t query_bits = max_abs_bank(K, queries, nq * dim, T_scan);
+// One power-of-two scale for both arrays: max |value| -> [0.5, 1) (1 when all are zero).
+// The max-|value| pass doubles as the finiteness check (NaN/Inf bit patterns compare above
+// every finite magnitude), so the Python layer does not scan the bank a second time.
+template <class BankT>
+double input_scale(const Kernels& K, const Problem<BankT>& p, int threads) {
+  const int T_scan = static_cast<int>(std::min<std::int64_t>(threads, 1 + ((p.nb * p.dim) >> 16)));
+  const std::uint32_t bank_bits = max_abs_bank(K, p.bank, p.nb * p.dim, T_scan);
+  const std::uint32_t query_bits = max_abs_bank(K, p.queries, p.nq * p.dim, T_scan);
   require(query_bits < 0x7f800000u, "queries must be finite; found NaN or Inf value(s)");
   require(bank_bits < 0x7f800000u, "bank must be finite; found NaN or Inf value(s)");
-  if (nq == 0) return;
   const std::uint32_t mbits = std::max(bank_bits, query_bits);
   float maxv;
   std::memcpy(&maxv, &mbits, sizeof maxv);
@@ -496,107 +321,168 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
     (void)std::frexp(static_cast<double>(maxv), &e);
     scale = std::ldexp(1.0, -e);
   }
-  // Error bound constants (scaled units, all |values| < 1): see knn.hpp.
-  const double u = 0x1p-24, ub = 0x1p-8;
-  auto gamma = [u](double n) { return n * u / (1 - n * u); };
-  const double gd = gamma(static_cast<double>(dim));
-  const float c1 = static_cast<float>(2 * ((2 * ub + ub * ub) * (1 + gd) + gd) * 1.01);
-  const float c2 = static_cast<float>(gamma(static_cast<double>(dim) + 10) * 1.01 + 8 * u);
-  const float c3 = static_cast<float>(static_cast<double>(dim) * 0x1p-120);
+  return scale;
+}
 
-  const std::int64_t nbb = (nb + NC - 1) / NC;
-  const std::int64_t nc_panels = NC / NR;
-  const std::int64_t batch_rows = std::min(QB, nq);
-  const std::int64_t qpanels_max = (batch_rows + MR - 1) / MR;
-  const std::int64_t max_items = nbb * ((batch_rows + MC - 1) / MC);
-  const int T =
-      static_cast<int>(std::min<std::int64_t>(T_requested, std::max<std::int64_t>(1, max_items)));
+// Blocking of one call (units: rows).
+struct Blocking {
+  std::int64_t MR, NR;       // micro tile
+  std::int64_t MC;           // query rows per block (kMCPanels MR panels)
+  std::int64_t NC;           // bank rows per packed block (a multiple of NR)
+  std::int64_t QB;           // queries per batch (a multiple of MC)
+  std::int64_t nbb;          // bank blocks
+  std::int64_t nc_panels;    // NR panels per full bank block
+  std::int64_t batch_rows;   // min(QB, nq): rows of the per-batch buffers
+  std::int64_t qpanels_max;  // MR panels of a full batch
+  int T;                     // threads
+};
 
-  AlignedFloats Af(static_cast<std::size_t>(qpanels_max * MR * dim));
-  std::vector<std::uint32_t> Aq(static_cast<std::size_t>(qpanels_max * MR * D2));
-  std::vector<float> qn(static_cast<std::size_t>(qpanels_max * MR)), qr(qn.size());
-  std::vector<float> ubuf(static_cast<std::size_t>(T * batch_rows * k));
-  std::vector<std::int64_t> dummy(static_cast<std::size_t>(T * batch_rows * k));
-  std::vector<float> tau(static_cast<std::size_t>(T * batch_rows));
-  std::vector<std::vector<std::pair<float, std::int64_t>>> cands(
-      static_cast<std::size_t>(T * batch_rows));
-  AlignedFloats Bf_all(static_cast<std::size_t>(T * NC * dim));
-  AlignedArray<std::uint32_t> Bq_all(static_cast<std::size_t>(T * NC * D2));
-  AlignedFloats Ct_all(static_cast<std::size_t>(T * MC * NC));
-  AlignedFloats Ut_all(static_cast<std::size_t>(T * MR * NR));
-  AlignedFloats bn_all(static_cast<std::size_t>(T * NC)), br_all(static_cast<std::size_t>(T * NC));
-  const std::size_t prune_at = static_cast<std::size_t>(16 * k + 64);
-  // A query whose candidate list still exceeds this after pruning (masses of near-equal
-  // distances, e.g. duplicated rows) leaves the bf16 path and is redone by the float32 path:
-  // memory stays bounded by threads * batch * cand_cap entries.
-  const std::size_t cand_cap = static_cast<std::size_t>(512 + 16 * k);
-  std::vector<char> over(static_cast<std::size_t>(T * batch_rows));
-  std::vector<char> redo(static_cast<std::size_t>(batch_rows));
+Blocking make_blocking(const Kernels& K, std::int64_t nq, std::int64_t nb, int T_requested) {
+  Blocking B{};
+  B.MR = K.mr;
+  B.NR = K.nr;
+  B.MC = kMCPanels * B.MR;
+  B.NC = std::max<std::int64_t>(B.NR, (kNC / B.NR) * B.NR);
+  B.QB = std::max<std::int64_t>(B.MC, (kQBatch / B.MC) * B.MC);
+  B.nbb = (nb + B.NC - 1) / B.NC;
+  B.nc_panels = B.NC / B.NR;
+  B.batch_rows = std::min(B.QB, nq);
+  B.qpanels_max = (B.batch_rows + B.MR - 1) / B.MR;
+  // Never more threads (and per-thread buffers) than work items: threads=4096 on a small
+  // problem must not allocate 4096 packed bank blocks.
+  const std::int64_t max_items = B.nbb * ((B.batch_rows + B.MC - 1) / B.MC);
+  B.T = static_cast<int>(std::min<std::int64_t>(T_requested, std::max<std::int64_t>(1, max_items)));
+  return B;
+}
 
-  for (std::int64_t q0 = 0; q0 < nq; q0 += QB) {
-    const std::int64_t qcount = std::min(QB, nq - q0);
+// Dot-product tiles (ip, jp) of the MC x NC block at batch row ic: A holds the batch's MR
+// query panels, Bpan the block's NR bank panels, both `depth` words deep (W = float, or
+// uint32 bf16 pairs), multiplied in depth chunks of KC so a bank micro-panel stays in L1.
+template <class W, class Gemm>
+void block_gemm(const Blocking& B, Gemm gemm, const W* A, const W* Bpan, std::int64_t depth,
+                std::int64_t KC, std::int64_t ic, std::int64_t mpan, std::int64_t npan,
+                float* Ct) {
+  const std::int64_t MR = B.MR, NR = B.NR;
+  for (std::int64_t pc = 0; pc < depth; pc += KC) {
+    const std::int64_t kc = std::min(KC, depth - pc);
+    for (std::int64_t jp = 0; jp < npan; ++jp) {
+      const W* Bpp = Bpan + jp * NR * depth + pc * NR;
+      for (std::int64_t ip = 0; ip < mpan; ++ip) {
+        const W* App = A + (ic / MR + ip) * MR * depth + pc * MR;
+        gemm(kc, App, Bpp, Ct + (ip * B.nc_panels + jp) * MR * NR, pc > 0);
+      }
+    }
+  }
+}
+
+// A finished MR x NR tile as handed to a pass (the pass turns dot products into distances).
+struct Tile {
+  float* c;          // MR x NR dot products of the scaled rows, row stride NR
+  const float* qn;   // squared norms of its query rows
+  const float* bn;   // squared norms of its NR bank columns (+inf past `cols`)
+  std::int64_t qi0;  // batch-local query row of tile row 0
+  int rows, cols;    // valid rows (<= MR) and columns (<= NR)
+  std::int64_t jb;   // offset of column 0 in the bank block
+  std::int64_t j0;   // bank row index of column 0
+};
+
+// Exact outputs of one query from its k smallest (exact squared distance, index) pairs,
+// ascending: sqrt rounded once to float32, an error past FLT_MAX.
+void write_exact(const std::pair<double, std::int64_t>* exact, std::int64_t k, float* dist,
+                 std::int64_t* idx) {
+  for (std::int64_t e = 0; e < k; ++e) {
+    const double d = std::sqrt(exact[e].first);
+    if (!(d <= static_cast<double>(FLT_MAX)))
+      throw std::invalid_argument(
+          "knn: a distance exceeds the float32 range (inputs with magnitudes near "
+          "FLT_MAX); rescale queries and bank");
+    dist[e] = static_cast<float>(d);
+    idx[e] = exact[e].second;
+  }
+}
+
+// The tile walk of both candidate passes (one copy, so blocking, work split and thread
+// independence are the same for both). Per batch of <= QB queries:
+//   1. pack the scaled queries into MR panels + squared norms (OpenMP static);
+//   2. OpenMP dynamic over work items (bank block bb of NC rows) x (slice qs of the batch's
+//      MC query blocks): a thread packs its bank block (NR panels, norms, padded columns
+//      +inf) once per run of items on that block, multiplies each MC x NC block
+//      (Worker::gemm) and hands every finished MR x NR tile to Worker::tile, which keeps
+//      candidates in per-thread state;
+//   3. after a barrier, Pass::finish_query merges the threads' candidates of each query,
+//      re-ranks them exactly and writes the outputs.
+// Each tile value is computed by the same operation sequence whatever the partition, and the
+// per-thread states are merged by (value, index), so results do not depend on threads.
+//
+// Pass interface:
+//   begin_batch(q0, qcount)            before the parallel region: reset per-batch state
+//   query_panel(ip, P, qn)             after packing query panel ip (P: dim x MR, qn: MR)
+//   Worker worker(t)                   thread t's view of the per-thread state, with
+//     bank_panel(jp, P, bn, rows)        after packing bank panel jp of the block
+//     gemm(B, Ap, Bp, ic, mpan, npan, Ct)  fill the tiles of the block at batch row ic
+//                                        (Ap/Bp: the packed float32 panels)
+//     tile(const Tile&)                  a tile of dot products, in place
+//   finish_query(q0, q)                once per batch query, any thread
+//   end_batch(q0, qcount)              after the parallel region
+template <class BankT, class Pass>
+void walk_tiles(const Kernels& K, const Blocking& B, const Problem<BankT>& p, double scale,
+                Pass& pass) {
+  const std::int64_t MR = B.MR, NR = B.NR, MC = B.MC, NC = B.NC, dim = p.dim;
+  AlignedFloats Ap(static_cast<std::size_t>(B.qpanels_max * MR * dim));
+  std::vector<float> qn(static_cast<std::size_t>(B.qpanels_max * MR));
+  AlignedFloats Bp_all(static_cast<std::size_t>(B.T * NC * dim));
+  AlignedFloats Ct_all(static_cast<std::size_t>(B.T * MC * NC));
+  AlignedFloats bn_all(static_cast<std::size_t>(B.T * NC));
+
+  for (std::int64_t q0 = 0; q0 < p.nq; q0 += B.QB) {
+    const std::int64_t qcount = std::min(B.QB, p.nq - q0);
     const std::int64_t qpanels = (qcount + MR - 1) / MR;
-    const std::int64_t mcb = (qcount + MC - 1) / MC;
+    const std::int64_t mcb = (qcount + MC - 1) / MC;  // query blocks in this batch
+    // Few bank blocks: split the query blocks into nqs slices, for >= 4 T work items.
     std::int64_t nqs = 1;
-    if (nbb < 4 * T) nqs = std::min<std::int64_t>(mcb, (4 * T + nbb - 1) / nbb);
-    const std::int64_t n_items = nbb * nqs;
-    std::fill(ubuf.begin(), ubuf.end(), std::numeric_limits<float>::infinity());
-    std::fill(tau.begin(), tau.end(), std::numeric_limits<float>::infinity());
-    for (auto& c : cands) c.clear();
-    std::fill(over.begin(), over.end(), 0);
-    std::fill(redo.begin(), redo.end(), 0);
+    if (B.nbb < 4 * B.T) nqs = std::min<std::int64_t>(mcb, (4 * B.T + B.nbb - 1) / B.nbb);
+    const std::int64_t n_items = B.nbb * nqs;
+    pass.begin_batch(q0, qcount);
 
     OmpExceptionCapture cap;
-#pragma omp parallel num_threads(T)
+#pragma omp parallel num_threads(B.T)
     {
+      // 1. pack this batch of queries and their norms
 #pragma omp for schedule(static)
       for (std::int64_t ip = 0; ip < qpanels; ++ip) {
         cap.run([&] {
           const int rows = static_cast<int>(std::min(MR, qcount - ip * MR));
-          float* P = Af.p + ip * MR * dim;
-          K.pack_f32(queries + (q0 + ip * MR) * dim, dim, rows, dim, scale, K.mr, P);
+          float* P = Ap.p + ip * MR * dim;
+          K.pack_f32(p.queries + (q0 + ip * MR) * dim, dim, rows, dim, scale, K.mr, P);
           K.panel_norms(P, dim, K.mr, qn.data() + ip * MR);
-          for (std::int64_t r = 0; r < MR; ++r) qr[ip * MR + r] = std::sqrt(qn[ip * MR + r]);
-          B16.to_pairs(P, dim, K.mr, Aq.data() + ip * MR * D2);
+          pass.query_panel(ip, P, qn.data() + ip * MR);
         });
       }
+      // (implicit barrier)
+      // 2. bank blocks x query blocks
       {
-#ifdef STRUCTCORE_WITH_OPENMP
-        const int t = omp_get_thread_num();
-#else
-        const int t = 0;
-#endif
-        float* const Bf = Bf_all.p + t * NC * dim;
-        std::uint32_t* const Bq = Bq_all.p + t * NC * D2;
+        const int t = thread_num();
+        float* const Bp = Bp_all.p + t * NC * dim;
         float* const Ct = Ct_all.p + t * MC * NC;
-        float* const Ut = Ut_all.p + t * MR * NR;
         float* const bn = bn_all.p + t * NC;
-        float* const br = br_all.p + t * NC;
-        float* myu = ubuf.data() + t * batch_rows * k;
-        std::int64_t* myi = dummy.data() + t * batch_rows * k;
-        float* mytau = tau.data() + t * batch_rows;
-        auto* mycand = cands.data() + t * batch_rows;
-        char* myover = over.data() + t * batch_rows;
+        typename Pass::Worker w = pass.worker(t);
         std::int64_t packed_bb = -1;
 #pragma omp for schedule(dynamic, 1) nowait
         for (std::int64_t it = 0; it < n_items; ++it) {
           cap.run([&] {
             const std::int64_t bb = it / nqs, qs = it % nqs;
             const std::int64_t b0 = bb * NC;
-            const std::int64_t nc = std::min(NC, nb - b0);
+            const std::int64_t nc = std::min(NC, p.nb - b0);
             const std::int64_t npan = (nc + NR - 1) / NR;
             if (packed_bb != bb) {
               for (std::int64_t jp = 0; jp < npan; ++jp) {
                 const int rows = static_cast<int>(std::min(NR, nc - jp * NR));
-                float* P = Bf + jp * NR * dim;
-                pack_bank(K, bank + (b0 + jp * NR) * dim, dim, rows, dim, scale, P);
+                float* P = Bp + jp * NR * dim;
+                pack_bank(K, p.bank + (b0 + jp * NR) * dim, dim, rows, dim, scale, P);
                 K.panel_norms(P, dim, K.nr, bn + jp * NR);
-                for (std::int64_t r = 0; r < NR; ++r) br[jp * NR + r] = std::sqrt(bn[jp * NR + r]);
-                for (int r = rows; r < K.nr; ++r) {
+                for (int r = rows; r < K.nr; ++r)
                   bn[jp * NR + r] = std::numeric_limits<float>::infinity();
-                  br[jp * NR + r] = 0.0f;
-                }
-                B16.to_pairs(P, dim, K.nr, Bq + jp * NR * D2);
+                w.bank_panel(jp, P, bn + jp * NR, rows);
               }
               packed_bb = bb;
             }
@@ -605,53 +491,14 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
               const std::int64_t ic = blk * MC;
               const std::int64_t mc = std::min(MC, qcount - ic);
               const std::int64_t mpan = (mc + MR - 1) / MR;
-              for (std::int64_t pc = 0; pc < D2; pc += KC2) {
-                const std::int64_t kc = std::min(KC2, D2 - pc);
-                for (std::int64_t jp = 0; jp < npan; ++jp) {
-                  const std::uint32_t* Bpp = Bq + jp * NR * D2 + pc * NR;
-                  for (std::int64_t ip = 0; ip < mpan; ++ip) {
-                    const std::uint32_t* App = Aq.data() + (ic / MR + ip) * MR * D2 + pc * MR;
-                    B16.gemm(kc, App, Bpp, Ct + (ip * nc_panels + jp) * MR * NR, pc > 0);
-                  }
-                }
-              }
+              w.gemm(B, Ap.p, Bp, ic, mpan, npan, Ct);
               for (std::int64_t ip = 0; ip < mpan; ++ip) {
                 const int rows = static_cast<int>(std::min(MR, mc - ip * MR));
-                const std::int64_t qi0 = ic + ip * MR;
+                const std::int64_t qi0 = ic + ip * MR;  // batch-local query row
                 for (std::int64_t jp = 0; jp < npan; ++jp) {
-                  float* tile = Ct + (ip * nc_panels + jp) * MR * NR;
                   const int cols = static_cast<int>(std::min(NR, nc - jp * NR));
-                  std::uint32_t mask = B16.finish(tile, Ut, qn.data() + qi0, qr.data() + qi0,
-                                                  bn + jp * NR, br + jp * NR, cols, c1, c2, c3,
-                                                  mytau + qi0, rows);
-                  while (mask) {
-                    const int i = __builtin_ctz(mask);
-                    mask &= mask - 1;
-                    const std::int64_t q = qi0 + i;
-                    if (myover[q]) continue;
-                    const float* lrow = tile + i * NR;
-                    const float* urow = Ut + i * NR;
-                    auto& cl = mycand[q];
-                    for (int j = 0; j < cols; ++j) {
-                      if (lrow[j] <= mytau[q]) {
-                        cl.emplace_back(lrow[j], b0 + jp * NR + j);
-                        if (urow[j] < mytau[q]) {
-                          topk_insert(myu + q * k, myi + q * k, k, urow[j], 0);
-                          mytau[q] = myu[q * k + k - 1];
-                        }
-                      }
-                    }
-                    if (cl.size() > prune_at) {
-                      const float tq = mytau[q];
-                      cl.erase(std::remove_if(cl.begin(), cl.end(),
-                                              [tq](const auto& c) { return c.first > tq; }),
-                               cl.end());
-                      if (cl.size() > cand_cap) {
-                        myover[q] = 1;
-                        std::vector<std::pair<float, std::int64_t>>().swap(cl);
-                      }
-                    }
-                  }
+                  w.tile(Tile{Ct + (ip * B.nc_panels + jp) * MR * NR, qn.data() + qi0,
+                              bn + jp * NR, qi0, rows, cols, jp * NR, b0 + jp * NR});
                 }
               }
             }
@@ -659,59 +506,316 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
         }
       }
 #pragma omp barrier
+      // 3. merge the per-thread candidates, re-rank exactly, write the outputs (dynamic:
+      // candidate counts per query vary in the bf16 pass)
 #pragma omp for schedule(dynamic, 16)
-      for (std::int64_t q = 0; q < qcount; ++q) {
-        cap.run([&] {
-          for (int t = 0; t < T; ++t)
-            if (over[static_cast<std::size_t>(t * batch_rows + q)]) {
-              redo[static_cast<std::size_t>(q)] = 1;
-              return;
-            }
-          std::vector<float> us;
-          us.reserve(static_cast<std::size_t>(T * k));
-          for (int t = 0; t < T; ++t)
-            for (std::int64_t e = 0; e < k; ++e) us.push_back(ubuf[(t * batch_rows + q) * k + e]);
-          std::nth_element(us.begin(), us.begin() + (k - 1), us.end());
-          const float tg = us[static_cast<std::size_t>(k - 1)];
-          std::vector<std::pair<double, std::int64_t>> exact;
-          const float* qrow = queries + (q0 + q) * dim;
-          for (int t = 0; t < T; ++t)
-            for (const auto& c : cands[static_cast<std::size_t>(t * batch_rows + q)])
-              if (c.first <= tg) exact.emplace_back(exact_d2(qrow, bank + c.second * dim, dim), c.second);
-          if (static_cast<std::int64_t>(exact.size()) < k)
-            throw std::logic_error("knn bf16: fewer candidates than k (internal error)");
-          std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
-          for (std::int64_t e = 0; e < k; ++e) {
-            const double d = std::sqrt(exact[static_cast<std::size_t>(e)].first);
-            if (!(d <= static_cast<double>(FLT_MAX)))
-              throw std::invalid_argument(
-                  "knn: a distance exceeds the float32 range (inputs with magnitudes near "
-                  "FLT_MAX); rescale queries and bank");
-            distances[(q0 + q) * k + e] = static_cast<float>(d);
-            indices[(q0 + q) * k + e] = exact[static_cast<std::size_t>(e)].second;
-          }
-        });
-      }
+      for (std::int64_t q = 0; q < qcount; ++q) cap.run([&] { pass.finish_query(q0, q); });
     }
     cap.rethrow();
-    // queries that overflowed their candidate budget: the float32 path
-    std::vector<std::int64_t> rows;
-    for (std::int64_t q = 0; q < qcount; ++q)
-      if (redo[static_cast<std::size_t>(q)]) rows.push_back(q0 + q);
-    if (!rows.empty()) {
-      const std::int64_t n = static_cast<std::int64_t>(rows.size());
-      std::vector<float> sub(static_cast<std::size_t>(n * dim)), sd(static_cast<std::size_t>(n * k));
-      std::vector<std::int64_t> si(static_cast<std::size_t>(n * k));
-      for (std::int64_t r = 0; r < n; ++r)
-        std::copy(queries + rows[r] * dim, queries + (rows[r] + 1) * dim, sub.data() + r * dim);
-      knn_driver(sub.data(), n, bank, nb, dim, k, sd.data(), si.data(), threads,
-                 SimdLevel::AVX512);
-      for (std::int64_t r = 0; r < n; ++r) {
-        std::copy(sd.data() + r * k, sd.data() + (r + 1) * k, distances + rows[r] * k);
-        std::copy(si.data() + r * k, si.data() + (r + 1) * k, indices + rows[r] * k);
+    pass.end_batch(q0, qcount);
+  }
+}
+
+// ---- float32 candidate pass ---------------------------------------------------------------
+
+// Per thread and query a sorted top-k of d2~ (tau = its k-th value, compared in SIMD by
+// K.finish so only rows with a winner reach the scalar insertion); the threads' lists are
+// merged by (d2~, index) and the k winners re-evaluated exactly and re-sorted.
+template <class BankT>
+class TopKPass {
+ public:
+  TopKPass(const Kernels& K, const Blocking& B, const Problem<BankT>& p)
+      : K_(K), B_(B), p_(p),
+        topd_(static_cast<std::size_t>(B.T * B.batch_rows * p.k)),
+        topi_(topd_.size()),
+        tau_(static_cast<std::size_t>(B.T * B.batch_rows)) {}
+
+  void begin_batch(std::int64_t, std::int64_t) {
+    std::fill(topd_.begin(), topd_.end(), std::numeric_limits<float>::infinity());
+    std::fill(topi_.begin(), topi_.end(), std::int64_t{-1});
+    std::fill(tau_.begin(), tau_.end(), std::numeric_limits<float>::infinity());
+  }
+  void query_panel(std::int64_t, const float*, const float*) {}
+
+  struct Worker {
+    const Kernels& K;
+    std::int64_t k, dim;
+    float* d;           // batch_rows * k sorted approximate d2
+    std::int64_t* i;    // their bank indices (-1: empty)
+    float* tau;         // batch_rows thresholds: d[q * k + k - 1]
+
+    void bank_panel(std::int64_t, const float*, const float*, int) {}
+    void gemm(const Blocking& B, const float* Ap, const float* Bp, std::int64_t ic,
+              std::int64_t mpan, std::int64_t npan, float* Ct) const {
+      block_gemm(B, K.gemm, Ap, Bp, dim, kKC, ic, mpan, npan, Ct);
+    }
+    void tile(const Tile& tl) {
+      std::uint32_t mask = K.finish(tl.c, tl.qn, tl.bn, tau + tl.qi0, tl.rows);
+      while (mask) {
+        const int r = __builtin_ctz(mask);
+        mask &= mask - 1;
+        const std::int64_t q = tl.qi0 + r;
+        float* D = d + q * k;
+        std::int64_t* I = i + q * k;
+        const float* row = tl.c + r * K.nr;
+        for (std::int64_t j = 0; j < K.nr; ++j) {  // padded columns are +inf: never taken
+          if (row[j] < tau[q]) {
+            topk_insert(D, I, k, row[j], tl.j0 + j);
+            tau[q] = D[k - 1];
+          }
+        }
       }
     }
+  };
+  Worker worker(int t) {
+    const std::int64_t off = t * B_.batch_rows;
+    return Worker{K_, p_.k, p_.dim, topd_.data() + off * p_.k, topi_.data() + off * p_.k,
+                  tau_.data() + off};
   }
+
+  void finish_query(std::int64_t q0, std::int64_t q) const {
+    const std::int64_t k = p_.k, dim = p_.dim;
+    std::vector<std::pair<float, std::int64_t>> cand;
+    cand.reserve(static_cast<std::size_t>(B_.T * k));
+    for (int t = 0; t < B_.T; ++t) {
+      const float* D = topd_.data() + (t * B_.batch_rows + q) * k;
+      const std::int64_t* I = topi_.data() + (t * B_.batch_rows + q) * k;
+      for (std::int64_t e = 0; e < k && I[e] >= 0; ++e) cand.emplace_back(D[e], I[e]);
+    }
+    std::partial_sort(cand.begin(), cand.begin() + k, cand.end());
+    std::vector<std::pair<double, std::int64_t>> exact(static_cast<std::size_t>(k));
+    const float* qrow = p_.queries + (q0 + q) * dim;
+    for (std::int64_t e = 0; e < k; ++e) {
+      const std::int64_t j = cand[static_cast<std::size_t>(e)].second;
+      exact[static_cast<std::size_t>(e)] = {exact_d2(qrow, p_.bank + j * dim, dim), j};
+    }
+    std::sort(exact.begin(), exact.end());
+    write_exact(exact.data(), k, p_.distances + (q0 + q) * k, p_.indices + (q0 + q) * k);
+  }
+  void end_batch(std::int64_t, std::int64_t) {}
+
+ private:
+  const Kernels& K_;
+  const Blocking& B_;
+  const Problem<BankT>& p_;
+  std::vector<float> topd_;        // T * batch_rows * k
+  std::vector<std::int64_t> topi_; // T * batch_rows * k
+  std::vector<float> tau_;         // T * batch_rows
+};
+
+// The drivers' common tail after their argument checks: scale (finiteness check included),
+// blocking, then the walk with the pass make_pass(blocking) returns.
+template <class BankT, class MakePass>
+void scale_and_walk(const Kernels& K, const Problem<BankT>& p, int threads, MakePass make_pass) {
+  const int T_requested = resolve_threads(threads);
+  const double scale = input_scale(K, p, T_requested);
+  if (p.nq == 0) return;
+  const Blocking B = make_blocking(K, p.nq, p.nb, T_requested);
+  auto pass = make_pass(B);  // guaranteed elision: passes need not be movable
+  walk_tiles(K, B, p, scale, pass);
+}
+
+template <class BankT>
+void knn_driver(const Problem<BankT>& p, int threads, SimdLevel level) {
+  check_problem(p);
+  const Kernels K = select_kernels(level);
+  scale_and_walk(K, p, threads, [&](const Blocking& B) { return TopKPass<BankT>(K, B, p); });
+}
+
+#if defined(STRUCTCORE_X86)
+// ---- bf16 candidate pass (AVX-512 BF16, see knn.hpp) --------------------------------------
+
+constexpr std::int64_t kKC2 = kKC / 2;  // depth pairs per chunk: the same bytes as kKC floats
+
+// Tiles of bf16 dot products with the bound E give L <= |q - b|^2 <= U per entry. Per thread
+// and query, tau is the k-th smallest U seen and every column with L <= tau is a candidate
+// (lists pruned against tau as they grow). The merge takes the global k-th smallest U and
+// re-ranks exactly every candidate with L below it. A query whose list outgrows cand_cap
+// (masses of near-equal distances, e.g. duplicated rows) leaves this pass and is redone by
+// the float32 pass in end_batch, so memory stays bounded by threads * batch * cand_cap.
+template <class BankT>
+class Bf16Pass {
+  using Cands = std::vector<std::pair<float, std::int64_t>>;  // (L, bank index)
+
+ public:
+  Bf16Pass(const Blocking& B, const Problem<BankT>& p, int threads)
+      : B16_(knn_detail::kernels_avx512bf16()), B_(B), p_(p), threads_(threads),
+        D2_((p.dim + 1) / 2),
+        prune_at_(static_cast<std::size_t>(16 * p.k + 64)),
+        cand_cap_(static_cast<std::size_t>(512 + 16 * p.k)),
+        Aq_(static_cast<std::size_t>(B.qpanels_max * B.MR * D2_)),
+        qr_(static_cast<std::size_t>(B.qpanels_max * B.MR)),
+        ubuf_(static_cast<std::size_t>(B.T * B.batch_rows * p.k)),
+        dummy_(ubuf_.size()),
+        tau_(static_cast<std::size_t>(B.T * B.batch_rows)),
+        cands_(tau_.size()),
+        over_(tau_.size()),
+        redo_(static_cast<std::size_t>(B.batch_rows)),
+        Bq_all_(static_cast<std::size_t>(B.T * B.NC * D2_)),
+        Ut_all_(static_cast<std::size_t>(B.T * B.MR * B.NR)),
+        br_all_(static_cast<std::size_t>(B.T * B.NC)) {
+    // Error bound constants (scaled units, all |values| < 1): see knn.hpp.
+    const double u = 0x1p-24, ub = 0x1p-8;
+    auto gamma = [u](double n) { return n * u / (1 - n * u); };
+    const double gd = gamma(static_cast<double>(p.dim));
+    c1_ = static_cast<float>(2 * ((2 * ub + ub * ub) * (1 + gd) + gd) * 1.01);
+    c2_ = static_cast<float>(gamma(static_cast<double>(p.dim) + 10) * 1.01 + 8 * u);
+    c3_ = static_cast<float>(static_cast<double>(p.dim) * 0x1p-120);
+  }
+
+  void begin_batch(std::int64_t, std::int64_t) {
+    std::fill(ubuf_.begin(), ubuf_.end(), std::numeric_limits<float>::infinity());
+    std::fill(tau_.begin(), tau_.end(), std::numeric_limits<float>::infinity());
+    for (auto& c : cands_) c.clear();
+    std::fill(over_.begin(), over_.end(), 0);
+    std::fill(redo_.begin(), redo_.end(), 0);
+  }
+  void query_panel(std::int64_t ip, const float* P, const float* qn) {
+    for (std::int64_t r = 0; r < B_.MR; ++r) qr_[ip * B_.MR + r] = std::sqrt(qn[r]);
+    B16_.to_pairs(P, p_.dim, static_cast<int>(B_.MR), Aq_.data() + ip * B_.MR * D2_);
+  }
+
+  struct Worker {
+    Bf16Pass& s;
+    std::uint32_t* Bq;  // the block's pair panels, NC * D2
+    float* Ut;          // MR x NR upper bounds of the current tile
+    float* br;          // NC bank norms (0 past the valid rows)
+    float* u;           // batch_rows * k smallest U (sorted)
+    std::int64_t* ui;   // unused indices for topk_insert
+    float* tau;         // batch_rows: u[q * k + k - 1]
+    Cands* cand;        // batch_rows candidate lists
+    char* over;         // batch_rows: list dropped (redo by the float32 pass)
+
+    void bank_panel(std::int64_t jp, const float* P, const float* bn, int rows) {
+      const std::int64_t NR = s.B_.NR;
+      for (std::int64_t r = 0; r < NR; ++r) br[jp * NR + r] = r < rows ? std::sqrt(bn[r]) : 0.0f;
+      s.B16_.to_pairs(P, s.p_.dim, static_cast<int>(NR), Bq + jp * NR * s.D2_);
+    }
+    void gemm(const Blocking& B, const float*, const float*, std::int64_t ic, std::int64_t mpan,
+              std::int64_t npan, float* Ct) const {
+      block_gemm(B, s.B16_.gemm, s.Aq_.data(), Bq, s.D2_, kKC2, ic, mpan, npan, Ct);
+    }
+    void tile(const Tile& tl) {
+      const std::int64_t k = s.p_.k, NR = s.B_.NR;
+      std::uint32_t mask = s.B16_.finish(tl.c, Ut, tl.qn, s.qr_.data() + tl.qi0, tl.bn,
+                                         br + tl.jb, tl.cols, s.c1_, s.c2_, s.c3_,
+                                         tau + tl.qi0, tl.rows);
+      while (mask) {
+        const int r = __builtin_ctz(mask);
+        mask &= mask - 1;
+        const std::int64_t q = tl.qi0 + r;
+        if (over[q]) continue;
+        const float* lrow = tl.c + r * NR;
+        const float* urow = Ut + r * NR;
+        Cands& cl = cand[q];
+        for (int j = 0; j < tl.cols; ++j) {
+          if (lrow[j] <= tau[q]) {
+            cl.emplace_back(lrow[j], tl.j0 + j);
+            if (urow[j] < tau[q]) {
+              topk_insert(u + q * k, ui + q * k, k, urow[j], 0);
+              tau[q] = u[q * k + k - 1];
+            }
+          }
+        }
+        if (cl.size() > s.prune_at_) {
+          const float tq = tau[q];
+          cl.erase(std::remove_if(cl.begin(), cl.end(),
+                                  [tq](const auto& c) { return c.first > tq; }),
+                   cl.end());
+          if (cl.size() > s.cand_cap_) {
+            over[q] = 1;
+            Cands().swap(cl);
+          }
+        }
+      }
+    }
+  };
+  Worker worker(int t) {
+    const std::int64_t off = t * B_.batch_rows;
+    return Worker{*this,
+                  Bq_all_.p + t * B_.NC * D2_,
+                  Ut_all_.p + t * B_.MR * B_.NR,
+                  br_all_.p + t * B_.NC,
+                  ubuf_.data() + off * p_.k,
+                  dummy_.data() + off * p_.k,
+                  tau_.data() + off,
+                  cands_.data() + off,
+                  over_.data() + off};
+  }
+
+  void finish_query(std::int64_t q0, std::int64_t q) {
+    const std::int64_t k = p_.k, dim = p_.dim, T = B_.T, rows = B_.batch_rows;
+    for (std::int64_t t = 0; t < T; ++t)
+      if (over_[static_cast<std::size_t>(t * rows + q)]) {
+        redo_[static_cast<std::size_t>(q)] = 1;
+        return;
+      }
+    std::vector<float> us;
+    us.reserve(static_cast<std::size_t>(T * k));
+    for (std::int64_t t = 0; t < T; ++t)
+      for (std::int64_t e = 0; e < k; ++e) us.push_back(ubuf_[(t * rows + q) * k + e]);
+    std::nth_element(us.begin(), us.begin() + (k - 1), us.end());
+    const float tg = us[static_cast<std::size_t>(k - 1)];
+    std::vector<std::pair<double, std::int64_t>> exact;
+    const float* qrow = p_.queries + (q0 + q) * dim;
+    for (std::int64_t t = 0; t < T; ++t)
+      for (const auto& c : cands_[static_cast<std::size_t>(t * rows + q)])
+        if (c.first <= tg)
+          exact.emplace_back(exact_d2(qrow, p_.bank + c.second * dim, dim), c.second);
+    if (static_cast<std::int64_t>(exact.size()) < k)
+      throw std::logic_error("knn bf16: fewer candidates than k (internal error)");
+    std::partial_sort(exact.begin(), exact.begin() + k, exact.end());
+    write_exact(exact.data(), k, p_.distances + (q0 + q) * k, p_.indices + (q0 + q) * k);
+  }
+
+  // Queries that overflowed their candidate budget: the float32 pass.
+  void end_batch(std::int64_t q0, std::int64_t qcount) {
+    const std::int64_t k = p_.k, dim = p_.dim;
+    std::vector<std::int64_t> rows;
+    for (std::int64_t q = 0; q < qcount; ++q)
+      if (redo_[static_cast<std::size_t>(q)]) rows.push_back(q0 + q);
+    if (rows.empty()) return;
+    const std::int64_t n = static_cast<std::int64_t>(rows.size());
+    std::vector<float> sub(static_cast<std::size_t>(n * dim)), sd(static_cast<std::size_t>(n * k));
+    std::vector<std::int64_t> si(static_cast<std::size_t>(n * k));
+    for (std::int64_t r = 0; r < n; ++r)
+      std::copy(p_.queries + rows[r] * dim, p_.queries + (rows[r] + 1) * dim, sub.data() + r * dim);
+    knn_driver(Problem<BankT>{sub.data(), n, p_.bank, p_.nb, dim, k, sd.data(), si.data()},
+               threads_, SimdLevel::AVX512);
+    for (std::int64_t r = 0; r < n; ++r) {
+      std::copy(sd.data() + r * k, sd.data() + (r + 1) * k, p_.distances + rows[r] * k);
+      std::copy(si.data() + r * k, si.data() + (r + 1) * k, p_.indices + rows[r] * k);
+    }
+  }
+
+ private:
+  const knn_detail::Bf16Kernels B16_;
+  const Blocking& B_;
+  const Problem<BankT>& p_;
+  const int threads_;  // as the caller gave it, for the float32 redo
+  const std::int64_t D2_;  // pair words per row: ceil(dim / 2)
+  float c1_ = 0, c2_ = 0, c3_ = 0;
+  const std::size_t prune_at_, cand_cap_;
+  std::vector<std::uint32_t> Aq_;   // the batch's query pair panels, qpanels_max * MR * D2
+  std::vector<float> qr_;           // their norms
+  std::vector<float> ubuf_;         // T * batch_rows * k
+  std::vector<std::int64_t> dummy_; // T * batch_rows * k
+  std::vector<float> tau_;          // T * batch_rows
+  std::vector<Cands> cands_;        // T * batch_rows
+  std::vector<char> over_;          // T * batch_rows
+  std::vector<char> redo_;          // batch_rows
+  AlignedArray<std::uint32_t> Bq_all_;
+  AlignedFloats Ut_all_, br_all_;
+};
+
+template <class BankT>
+void knn_driver_bf16(const Problem<BankT>& p, int threads) {
+  check_problem(p);
+  require(cpu_has_avx512_bf16(), "knn: this CPU has no AVX-512 BF16");
+  // The float32 AVX-512 kernels pack and scale; the pass converts the panels to bf16 pairs.
+  const Kernels K = knn_detail::kernels_avx512();
+  scale_and_walk(K, p, threads,
+                 [&](const Blocking& B) { return Bf16Pass<BankT>(B, p, threads); });
 }
 #endif
 }  // namespace
@@ -719,20 +823,24 @@ void knn_driver_bf16(const float* queries, std::int64_t nq, const BankT* bank, s
 void knn(const float* queries, std::int64_t n_queries, const float* bank, std::int64_t n_bank,
          std::int64_t dim, std::int64_t k, float* distances, std::int64_t* indices, int threads,
          SimdLevel level) {
-  knn_driver(queries, n_queries, bank, n_bank, dim, k, distances, indices, threads, level);
+  knn_driver(Problem<float>{queries, n_queries, bank, n_bank, dim, k, distances, indices},
+             threads, level);
 }
 
 void knn_f16(const float* queries, std::int64_t n_queries, const std::uint16_t* bank_f16,
              std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
              std::int64_t* indices, int threads, SimdLevel level) {
-  knn_driver(queries, n_queries, bank_f16, n_bank, dim, k, distances, indices, threads, level);
+  knn_driver(
+      Problem<std::uint16_t>{queries, n_queries, bank_f16, n_bank, dim, k, distances, indices},
+      threads, level);
 }
 
 void knn_bf16(const float* queries, std::int64_t n_queries, const float* bank,
               std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
               std::int64_t* indices, int threads) {
 #if defined(STRUCTCORE_X86)
-  knn_driver_bf16(queries, n_queries, bank, n_bank, dim, k, distances, indices, threads);
+  knn_driver_bf16(Problem<float>{queries, n_queries, bank, n_bank, dim, k, distances, indices},
+                  threads);
 #else
   (void)queries, (void)n_queries, (void)bank, (void)n_bank, (void)dim, (void)k, (void)distances,
       (void)indices, (void)threads;
@@ -744,7 +852,9 @@ void knn_f16_bf16(const float* queries, std::int64_t n_queries, const std::uint1
                   std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
                   std::int64_t* indices, int threads) {
 #if defined(STRUCTCORE_X86)
-  knn_driver_bf16(queries, n_queries, bank_f16, n_bank, dim, k, distances, indices, threads);
+  knn_driver_bf16(
+      Problem<std::uint16_t>{queries, n_queries, bank_f16, n_bank, dim, k, distances, indices},
+      threads);
 #else
   (void)queries, (void)n_queries, (void)bank_f16, (void)n_bank, (void)dim, (void)k,
       (void)distances, (void)indices, (void)threads;

@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "knn_avx512_tile.hpp"
 #include "knn_impl.hpp"
 #include "structcore/knn.hpp"
 
@@ -17,44 +18,13 @@ namespace structcore {
 namespace knn_detail {
 namespace {
 
-constexpr int kMR = 14;  // 14 x 2 accumulators + 2 bank vectors: 30 of the 32 zmm registers
-constexpr int kNR = 32;
-
-void gemm_avx512(std::int64_t kc, const float* A, const float* B, float* tile, bool accumulate) {
-  __m512 c0[kMR], c1[kMR];
-  if (accumulate) {
-#pragma GCC unroll 14
-    for (int i = 0; i < kMR; ++i) {
-      c0[i] = _mm512_load_ps(tile + i * kNR);
-      c1[i] = _mm512_load_ps(tile + i * kNR + 16);
-    }
-  } else {
-#pragma GCC unroll 14
-    for (int i = 0; i < kMR; ++i) {
-      c0[i] = _mm512_setzero_ps();
-      c1[i] = _mm512_setzero_ps();
-    }
-  }
-  for (std::int64_t p = 0; p < kc; ++p) {
-    const __m512 b0 = _mm512_load_ps(B);
-    const __m512 b1 = _mm512_load_ps(B + 16);
-    _mm_prefetch(reinterpret_cast<const char*>(B + 8 * kNR), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(B + 8 * kNR + 16), _MM_HINT_T0);
-#pragma GCC unroll 14
-    for (int i = 0; i < kMR; ++i) {
-      const __m512 a = _mm512_set1_ps(A[i]);
-      c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
-      c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
-    }
-    A += kMR;
-    B += kNR;
-  }
-#pragma GCC unroll 14
-  for (int i = 0; i < kMR; ++i) {
-    _mm512_store_ps(tile + i * kNR, c0[i]);
-    _mm512_store_ps(tile + i * kNR + 16, c1[i]);
-  }
-}
+struct F32Fma {  // float32 panels: c += a * b
+  using Word = float;
+  using Vec = __m512;
+  static Vec load(const float* p) { return _mm512_load_ps(p); }
+  static Vec broadcast(float x) { return _mm512_set1_ps(x); }
+  static __m512 madd(__m512 c, Vec a, Vec b) { return _mm512_fmadd_ps(a, b, c); }
+};
 
 std::uint32_t finish_avx512(float* tile, const float* qn, const float* bn, const float* tau,
                             int rows) {
@@ -64,7 +34,7 @@ std::uint32_t finish_avx512(float* tile, const float* qn, const float* bn, const
   for (int i = 0; i < rows; ++i) {
     const __m512 q = _mm512_set1_ps(qn[i]);
     const __m512 t = _mm512_set1_ps(tau[i]);
-    float* row = tile + i * kNR;
+    float* row = tile + i * kAvx512NR;
     const __m512 d0 = _mm512_max_ps(
         _mm512_fnmadd_ps(two, _mm512_load_ps(row), _mm512_add_ps(q, bn0)), zero);
     const __m512 d1 = _mm512_max_ps(
@@ -165,6 +135,8 @@ void pack_blocks(int rows, std::int64_t dim, int width, float* P, const LoadRow&
 }
 
 struct F32Rows {
+  using Src = float;
+  static constexpr auto generic = pack_f32_generic;
   const float* src;
   std::int64_t ld;
   __m512 s;
@@ -176,6 +148,8 @@ struct F32Rows {
 };
 
 struct F16Rows {
+  using Src = std::uint16_t;
+  static constexpr auto generic = pack_f16_generic;
   const std::uint16_t* src;
   std::int64_t ld;
   __m512 s;
@@ -187,31 +161,24 @@ struct F16Rows {
   float scalar(int r, std::int64_t p) const { return half_to_float(src[r * ld + p]) * sf; }
 };
 
-void pack_f32_avx512(const float* src, std::int64_t ld, int rows, std::int64_t dim,
-                     double scale, int width, float* P) {
+// Rows::Src panels via pack_blocks; the generic (double) path where the float product would
+// not be exact or the width is not a whole number of vectors.
+template <class Rows>
+void pack_avx512(const typename Rows::Src* src, std::int64_t ld, int rows, std::int64_t dim,
+                 double scale, int width, float* P) {
   if (!float_scale_ok(scale) || width % 16 != 0) {
-    pack_f32_generic(src, ld, rows, dim, scale, width, P);
+    Rows::generic(src, ld, rows, dim, scale, width, P);
     return;
   }
   const float sf = static_cast<float>(scale);
-  pack_blocks(rows, dim, width, P, F32Rows{src, ld, _mm512_set1_ps(sf), sf});
-}
-
-void pack_f16_avx512(const std::uint16_t* src, std::int64_t ld, int rows, std::int64_t dim,
-                     double scale, int width, float* P) {
-  if (!float_scale_ok(scale) || width % 16 != 0) {
-    pack_f16_generic(src, ld, rows, dim, scale, width, P);
-    return;
-  }
-  const float sf = static_cast<float>(scale);
-  pack_blocks(rows, dim, width, P, F16Rows{src, ld, _mm512_set1_ps(sf), sf});
+  pack_blocks(rows, dim, width, P, Rows{src, ld, _mm512_set1_ps(sf), sf});
 }
 
 }  // namespace
 
 Kernels kernels_avx512() noexcept {
-  return Kernels{kMR,           kNR,         gemm_avx512,     finish_avx512, panel_norms_avx512,
-                 pack_f32_avx512, pack_f16_avx512, max_abs_avx512};
+  return Kernels{kAvx512MR,          kAvx512NR,          gemm_14x32<F32Fma>,   finish_avx512,
+                 panel_norms_avx512, pack_avx512<F32Rows>, pack_avx512<F16Rows>, max_abs_avx512};
 }
 
 }  // namespace knn_detail

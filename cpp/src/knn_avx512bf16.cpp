@@ -9,51 +9,22 @@
 #include <cstring>
 #include <limits>
 
+#include "knn_avx512_tile.hpp"
 #include "knn_impl.hpp"
 
 namespace structcore {
 namespace knn_detail {
 namespace {
 
-constexpr int kMR = 14;
-constexpr int kNR = 32;
-
-void gemm_bf16(std::int64_t kc2, const std::uint32_t* A, const std::uint32_t* B, float* tile,
-               bool accumulate) {
-  __m512 c0[kMR], c1[kMR];
-  if (accumulate) {
-#pragma GCC unroll 14
-    for (int i = 0; i < kMR; ++i) {
-      c0[i] = _mm512_load_ps(tile + i * kNR);
-      c1[i] = _mm512_load_ps(tile + i * kNR + 16);
-    }
-  } else {
-#pragma GCC unroll 14
-    for (int i = 0; i < kMR; ++i) {
-      c0[i] = _mm512_setzero_ps();
-      c1[i] = _mm512_setzero_ps();
-    }
+struct Bf16Dot {  // bf16 pair panels: c += a.lo * b.lo + a.hi * b.hi (vdpbf16ps)
+  using Word = std::uint32_t;
+  using Vec = __m512bh;
+  static Vec load(const std::uint32_t* p) { return (__m512bh)_mm512_load_si512(p); }
+  static Vec broadcast(std::uint32_t x) {
+    return (__m512bh)_mm512_set1_epi32(static_cast<int>(x));
   }
-  for (std::int64_t p = 0; p < kc2; ++p) {
-    const __m512bh b0 = (__m512bh)_mm512_load_si512(B);
-    const __m512bh b1 = (__m512bh)_mm512_load_si512(B + 16);
-    _mm_prefetch(reinterpret_cast<const char*>(B + 8 * kNR), _MM_HINT_T0);
-    _mm_prefetch(reinterpret_cast<const char*>(B + 8 * kNR + 16), _MM_HINT_T0);
-#pragma GCC unroll 14
-    for (int i = 0; i < kMR; ++i) {
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(A[i]));
-      c0[i] = _mm512_dpbf16_ps(c0[i], a, b0);
-      c1[i] = _mm512_dpbf16_ps(c1[i], a, b1);
-    }
-    A += kMR;
-    B += kNR;
-  }
-#pragma GCC unroll 14
-  for (int i = 0; i < kMR; ++i) {
-    _mm512_store_ps(tile + i * kNR, c0[i]);
-    _mm512_store_ps(tile + i * kNR + 16, c1[i]);
-  }
-}
+  static __m512 madd(__m512 c, Vec a, Vec b) { return _mm512_dpbf16_ps(c, a, b); }
+};
 
 inline __m512i bf16_words(__m512 x) {
   // 16 floats -> 16 bf16 (round to nearest even) zero-extended to 32-bit lanes
@@ -103,8 +74,8 @@ std::uint32_t finish_bf16(float* tile, float* utile, const float* qn, const floa
     const __m512 q = _mm512_set1_ps(qn[i]);
     const __m512 qc1 = _mm512_set1_ps(c1 * qr[i]);
     const __m512 t = _mm512_set1_ps(tau[i]);
-    float* row = tile + i * kNR;
-    float* urow = utile + i * kNR;
+    float* row = tile + i * kAvx512NR;
+    float* urow = utile + i * kAvx512NR;
     __mmask16 any = 0;
     for (int h = 0; h < 2; ++h) {
       const __m512 s = _mm512_add_ps(q, h ? bn1 : bn0);
@@ -125,7 +96,7 @@ std::uint32_t finish_bf16(float* tile, float* utile, const float* qn, const floa
 }  // namespace
 
 Bf16Kernels kernels_avx512bf16() noexcept {
-  return Bf16Kernels{kMR, kNR, gemm_bf16, to_pairs_bf16, finish_bf16};
+  return Bf16Kernels{kAvx512MR, kAvx512NR, gemm_14x32<Bf16Dot>, to_pairs_bf16, finish_bf16};
 }
 
 }  // namespace knn_detail

@@ -1,5 +1,6 @@
 // Private interface between the knn driver (knn.cpp, baseline x86-64) and its per-ISA
-// micro-kernels (knn_avx2.cpp, knn_avx512.cpp). Not installed, not part of the API.
+// micro-kernels (knn_avx2.cpp, knn_avx512.cpp, knn_avx512bf16.cpp; the last two share the
+// register-tiled loop of knn_avx512_tile.hpp). Not installed, not part of the API.
 //
 // Packed layouts (all 64-byte aligned):
 //   query panel : dim x MR floats, element (p, i) at [p * MR + i]  (MR query rows)
