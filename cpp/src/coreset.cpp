@@ -278,6 +278,7 @@ std::int64_t pruned_passes(const T* points, std::int64_t n_points, std::int64_t 
     // ~index) for moving into c's group; selected points (min_dist -1) are dropped later.
     const auto n_items = static_cast<std::int64_t>(items.size());
     const int team = (n_threads > 1 && checked >= 2 * kItem) ? n_threads : 1;
+    (void)team;  // used only by the OpenMP pragma
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (team > 1)
     for (std::int64_t w = 0; w < n_items; ++w) {
 #ifdef STRUCTCORE_WITH_OPENMP

@@ -443,6 +443,7 @@ void describe(const float* maps, std::int64_t n_maps, std::int64_t height, std::
   c.sweep = pick_sweep();
 
   const int nt = resolve_threads(threads);
+  (void)nt;  // used only by the OpenMP pragma
   OmpExceptionCapture capture;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (nt > 1 && n_maps > 1)
   for (std::int64_t b = 0; b < n_maps; ++b) {
