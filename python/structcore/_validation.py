@@ -21,6 +21,7 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_positive_float",
+    "check_quantile",
     "check_threads",
 ]
 
@@ -124,3 +125,16 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
     return value
+
+
+def check_quantile(q: object, name: str) -> float:
+    """Return ``q`` as a float after checking it is a real number in (0, 1] (not bool).
+
+    Raises
+    ------
+    ValueError
+        Anything else, naming ``name``.
+    """
+    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 < float(q) <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1]; got {q!r}")
+    return float(q)

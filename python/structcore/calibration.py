@@ -31,7 +31,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._validation import check_choice, check_positive_float
+from ._validation import check_choice, check_positive_float, check_quantile
 
 __all__ = ["CalibrationWarning", "StructCalibrator"]
 
@@ -40,7 +40,7 @@ class CalibrationWarning(UserWarning):
     """A calibration statistic is degenerate (zero variance); the fit continued with a floor."""
 
 
-def _check_lam(lam: object) -> None:
+def check_lam(lam: object) -> None:
     """Check a weight of D: ``"auto"`` or a finite real number >= 0 (not bool).
 
     Raises
@@ -56,19 +56,6 @@ def _check_lam(lam: object) -> None:
         raise TypeError(f"lam must be 'auto' or a real number >= 0; got {lam!r}")
     else:
         check_positive_float(lam, "lam", allow_zero=True)
-
-
-def _check_quantile(q: object, name: str) -> float:
-    """Return ``q`` as a float after checking it is a real number in (0, 1] (not bool).
-
-    Raises
-    ------
-    ValueError
-        Anything else, naming ``name``.
-    """
-    if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0.0 < float(q) <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1]; got {q!r}")
-    return float(q)
 
 
 def _as_phi(phi: object, name: str, n_features: int | None = None) -> np.ndarray:
@@ -153,8 +140,8 @@ class StructCalibrator:
     # ----------------------------------------------------------------------------------------
     def _check_params(self, n_features: int) -> list[str]:
         check_choice(self.norm, "norm", ("l2", "linf"))
-        _check_lam(self.lam)
-        _check_quantile(self.threshold_quantile, "threshold_quantile")
+        check_lam(self.lam)
+        check_quantile(self.threshold_quantile, "threshold_quantile")
         check_positive_float(self.eps, "eps")
         if self.names is None:
             return [f"phi[{i}]" for i in range(n_features)]

@@ -76,9 +76,10 @@ from ._validation import (
     check_choice,
     check_int,
     check_positive_float,
+    check_quantile,
     check_threads,
 )
-from .calibration import CalibrationWarning, StructCalibrator, _check_lam, _check_quantile
+from .calibration import CalibrationWarning, StructCalibrator, check_lam
 from .features import BACKBONES, FeatureExtractor
 from .images import as_image_list, iter_batches, preprocess, preprocess_one
 
@@ -360,11 +361,11 @@ class Detector:
         p["sigma"] = check_positive_float(self.sigma, "sigma", allow_zero=True)
         p["components"] = self._resolve_descriptor(self.descriptor)
         p["norm"] = check_choice(self.norm, "norm", ("l2", "linf"))
-        _check_lam(self.lam)
+        check_lam(self.lam)
         p["calibration"] = check_choice(self.calibration, "calibration", CALIBRATION_MODES)
         p["folds"] = check_int(self.folds, "folds", low=2)
         for name in ("threshold_quantile", "pixel_quantile"):
-            _check_quantile(getattr(self, name), name)
+            check_quantile(getattr(self, name), name)
         for name in ("reweight", "progress", "variants"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
