@@ -134,17 +134,22 @@ void pack_blocks(int rows, std::int64_t dim, int width, float* P, const LoadRow&
   }
 }
 
+// Row loaders of pack_blocks: 16 values of row r from depth p, scaled (exact: sf is a normal
+// power of two, or the product underflows as in the generic path) and centred (one
+// rounding, as pack_*_generic).
 struct F32Rows {
   using Src = float;
   static constexpr auto generic = pack_f32_generic;
   const float* src;
   std::int64_t ld;
+  const float* centre;  // dim floats, already scaled
   __m512 s;
   float sf;
   __m512 operator()(int r, std::int64_t p) const {
-    return _mm512_mul_ps(_mm512_loadu_ps(src + r * ld + p), s);
+    return _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(src + r * ld + p), s),
+                         _mm512_loadu_ps(centre + p));
   }
-  float scalar(int r, std::int64_t p) const { return src[r * ld + p] * sf; }
+  float scalar(int r, std::int64_t p) const { return src[r * ld + p] * sf - centre[p]; }
 };
 
 struct F16Rows {
@@ -152,26 +157,29 @@ struct F16Rows {
   static constexpr auto generic = pack_f16_generic;
   const std::uint16_t* src;
   std::int64_t ld;
+  const float* centre;
   __m512 s;
   float sf;
   __m512 operator()(int r, std::int64_t p) const {
-    return _mm512_mul_ps(
-        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + r * ld + p))), s);
+    const __m512 x =
+        _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + r * ld + p)));
+    return _mm512_sub_ps(_mm512_mul_ps(x, s), _mm512_loadu_ps(centre + p));
   }
-  float scalar(int r, std::int64_t p) const { return half_to_float(src[r * ld + p]) * sf; }
+  float scalar(int r, std::int64_t p) const { return half_to_float(src[r * ld + p]) * sf - centre[p]; }
 };
 
 // Rows::Src panels via pack_blocks; the generic (double) path where the float product would
-// not be exact or the width is not a whole number of vectors.
+// not be exact, the width is not a whole number of vectors, or there is no centre (the
+// loaders always subtract one; x - 0 == x, but a zero vector would need a buffer here).
 template <class Rows>
 void pack_avx512(const typename Rows::Src* src, std::int64_t ld, int rows, std::int64_t dim,
-                 double scale, int width, float* P) {
-  if (!float_scale_ok(scale) || width % 16 != 0) {
-    Rows::generic(src, ld, rows, dim, scale, width, P);
+                 const float* centre, double scale, int width, float* P) {
+  if (!float_scale_ok(scale) || width % 16 != 0 || centre == nullptr) {
+    Rows::generic(src, ld, rows, dim, centre, scale, width, P);
     return;
   }
   const float sf = static_cast<float>(scale);
-  pack_blocks(rows, dim, width, P, Rows{src, ld, _mm512_set1_ps(sf), sf});
+  pack_blocks(rows, dim, width, P, Rows{src, ld, centre, _mm512_set1_ps(sf), sf});
 }
 
 }  // namespace

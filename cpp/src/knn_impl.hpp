@@ -27,12 +27,14 @@ struct Kernels {
                           int rows);
   // out[j] = sum_p P[p * width + j]^2 for j < width (sequential in p). P: dim * width floats.
   void (*panel_norms)(const float* P, std::int64_t dim, int width, float* out);
-  // Transpose-pack rows (rows <= width) of a row-major matrix src (row stride ld) times
-  // `scale` into P (dim * width floats, padded rows zero).
-  void (*pack_f32)(const float* src, std::int64_t ld, int rows, std::int64_t dim, double scale,
-                   int width, float* P);
+  // Transpose-pack rows (rows <= width) of a row-major matrix src (row stride ld) into P
+  // (dim * width floats, padded rows zero): P[p * width + r] = fl32(fl32(src[r][p] * scale)
+  // - centre[p]), scale a power of two (the product rounded once), centre: dim floats
+  // already multiplied by scale, or nullptr (none). Every kernel gives the same bits.
+  void (*pack_f32)(const float* src, std::int64_t ld, int rows, std::int64_t dim,
+                   const float* centre, double scale, int width, float* P);
   void (*pack_f16)(const std::uint16_t* src, std::int64_t ld, int rows, std::int64_t dim,
-                   double scale, int width, float* P);
+                   const float* centre, double scale, int width, float* P);
   // max over i < n of |x[i]| as the bit pattern of a non-negative float (x finite).
   std::uint32_t (*max_abs_f32)(const float* x, std::int64_t n);
 };
@@ -65,9 +67,9 @@ Bf16Kernels kernels_avx512bf16() noexcept;
 
 // Portable helpers shared by the ISA files (defined in knn.cpp).
 void pack_f32_generic(const float* src, std::int64_t ld, int rows, std::int64_t dim,
-                      double scale, int width, float* P);
+                      const float* centre, double scale, int width, float* P);
 void pack_f16_generic(const std::uint16_t* src, std::int64_t ld, int rows, std::int64_t dim,
-                      double scale, int width, float* P);
+                      const float* centre, double scale, int width, float* P);
 std::uint32_t max_abs_generic(const float* x, std::int64_t n);
 
 }  // namespace knn_detail

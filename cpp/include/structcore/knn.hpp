@@ -14,20 +14,27 @@
 // in double precision from the caller's values, and re-sorted by (exact distance, index);
 // the returned distance is sqrt of that sum rounded once to float32.
 //
-// Scaling. Before packing, queries and bank are multiplied by one power of two 2^s (exact)
-// chosen so that the largest |value| of both arrays lies in [0.5, 1). The squared norms then
-// never overflow in float32, and tiny (even subnormal) inputs are lifted to normal range, so
-// results are invariant under power-of-two rescaling of the inputs.
+// Centring and scaling. Distances are invariant under a common translation, but the
+// selection error below grows with the norms, and PatchCore features (post-ReLU, with a
+// large common mean) have norms tens of times their nearest-neighbour distances. So both
+// arrays are packed relative to c = the bank's mean row (float64 sums in row order, rounded
+// to float32; deterministic): each value becomes fl32(x 2^s - c 2^s), one power of two 2^s
+// (exact) chosen so that the largest |value| of both arrays lies in [0.25, 0.5) (so the
+// difference stays below 1 and never overflows; one rounding, relative 2^-24). The squared norms never overflow in float32, tiny (even
+// subnormal) inputs are lifted to normal range, and results are invariant under
+// power-of-two rescaling of the inputs. The exact re-ranking reads the caller's values.
 //
-// Error bound (selection stage). With u = 2^-24, n = D + 2, gamma_n = n u / (1 - n u) and
-// A = 2^-s (the largest |value| rounded up to a power of two):
-//     |d2~(q, b) - |q - b|^2| <= gamma_n (|q| + |b|)^2 + (2 D + 3) 2^-150 A^2
-// (the second term covers underflow of products of values below ~2^-63 A). The
-// returned set is therefore exact except that a bank row whose true squared distance is
-// within twice this bound of the k-th smallest one may take its place; the returned
-// distances are always the exact distances of the returned indices (double accumulation,
-// one float32 rounding), ascending. Exact duplicates of a bank row get identical d2~ and the
-// lower index wins.
+// Error bound (selection stage). With u = 2^-24, n = D + 2, gamma_n = n u / (1 - n u),
+// A = the largest |value| of both arrays rounded up to a power of two, and |.|_c the norm
+// of the centred vector (|q - c|, |b - c|):
+//     |d2~(q, b) - |q - b|^2| <= (gamma_n + 2.01 u) (|q|_c + |b|_c)^2 + (4 D + 6) 2^-148 A^2
+// (gamma_n: the float32 norms-trick GEMM; 2.01 u: the rounding of x - c; the last term:
+// underflow of values and products below ~2^-63 A). On WideResNet-50-2 features centring
+// shrinks |q| + |b| about 4x, i.e. the bound about 16x. The returned set is therefore exact
+// except that a bank row whose true squared distance is within twice this bound of the
+// k-th smallest one may take its place; the returned distances are always the exact
+// distances of the returned indices (double accumulation, one float32 rounding), ascending.
+// Exact duplicates of a bank row get identical d2~ and the lower index wins.
 //
 // Ties: equal distances are ordered by lower bank index (in both stages).
 //
@@ -80,12 +87,17 @@ void knn_f16(const float* queries, std::int64_t n_queries, const std::uint16_t* 
 
 /// Issue 2 stretch goal (AVX-512 BF16 CPUs only, else std::invalid_argument):
 /// same contract as knn() / knn_f16(), but the candidate pass uses bf16-rounded values
-/// (vdpbf16ps, float32 accumulation) and a proven bound E(q, b) with
+/// (vdpbf16ps, float32 accumulation) of the centred, scaled vectors (norms |.|_c, see
+/// "Centring and scaling") and a proven bound E(q, b) with
 ///     L = d2~ - E <= |q - b|^2 <= d2~ + E = U,
-///     E = c1 |q||b| + c2 (|q|^2 + |b|^2) + c3,  c1 = 2.02 ((2 v + v^2)(1 + g) + g),
-///     c2 = 1.01 gamma_{D+10} + 8 u,  c3 = D 2^-120 A^2,  v = 2^-8, u = 2^-24, g = gamma_D
-/// (the v terms: bf16 rounding of both operands; g: float32 accumulation; c3: bf16/ftz
-/// flushing of values below 2^-126 A). Every bank row with L <= (k-th smallest U) is
+///     E = c1 |q|_c |b|_c + c2 (|q|_c^2 + |b|_c^2) + c3,
+///     c1 = 2.02 ((2 v + v^2)(1 + g) + g) + 4.1 u (1 + g),
+///     c2 = 1.01 gamma_{D+10} + 8 u + 2.1 u (1 + g),
+///     c3 = D (2^-120 + 2^-147) A^2,  v = 2^-8, u = 2^-24, g = gamma_D
+/// (the v terms: bf16 rounding of both operands; g: float32 accumulation; the 4.1 u and
+/// 2.1 u parts: rounding of x - c, 2.01 u (|q|_c + |b|_c)^2 split by (a + b)^2 = a^2 + b^2
+/// + 2ab; c3: bf16/ftz flushing of values below 2^-126 A and underflow in the centring).
+/// Every bank row with L <= (k-th smallest U) is
 /// re-ranked exactly (double), so the result is the exact ranking of the double-precision
 /// distances (no near-tie caveat; only rows whose double-precision sums are equal up to
 /// rounding may trade places), whatever the bound's slack; slack only costs re-ranking.

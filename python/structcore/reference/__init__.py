@@ -10,11 +10,12 @@ from __future__ import annotations
 from .anomaly_map import anomaly_map
 from .coreset import coreset
 from .describe import DESCRIPTOR_COMPONENTS, describe
-from .knn import knn, near_tie_bound
+from .knn import bank_centre, knn, near_tie_bound
 
 __all__ = [
     "DESCRIPTOR_COMPONENTS",
     "anomaly_map",
+    "bank_centre",
     "coreset",
     "describe",
     "knn",

@@ -72,11 +72,24 @@ def knn(
     return distances, indices
 
 
+def bank_centre(bank: np.ndarray) -> np.ndarray:
+    """The kernel's centring vector: the bank's mean row in float64, rounded to float32.
+
+    (``cpp/include/structcore/knn.hpp``, "Centring and scaling"; the kernel sums in row
+    order, NumPy pairwise, so the two may differ in the last float32 bit: the bounds built on
+    it carry a margin for that.)
+    """
+    b64 = np.asarray(bank, np.float64)
+    return b64.mean(axis=0).astype(np.float32).astype(np.float64)
+
+
 def near_tie_bound(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
     """Per-query bound on the squared-distance error of the kernel's selection stage.
 
-    ``2 * gamma_{dim+2} * (|q| + max_b |b|)^2`` with ``gamma_n = n u / (1 - n u)``,
-    ``u = 2**-24`` (``cpp/include/structcore/knn.hpp``): a bank row whose true squared
+    ``2 * (gamma_{dim+2} + 2.01 u) * (|q - c| + max_b |b - c|)^2`` with
+    ``gamma_n = n u / (1 - n u)``, ``u = 2**-24`` and ``c`` the bank's mean row
+    (:func:`bank_centre`; ``cpp/include/structcore/knn.hpp``; the underflow term, relevant
+    only for values below ~1e-19 of the largest, is left out): a bank row whose true squared
     distance lies within this of the k-th smallest one may be returned in its place, so
     comparisons of :func:`structcore.kernels.knn` with :func:`knn` allow this much.
 
@@ -92,7 +105,10 @@ def near_tie_bound(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
     """
     q64 = np.asarray(queries, np.float64)
     b64 = np.asarray(bank, np.float64)
+    c = bank_centre(b64)
+    u = 2.0**-24
     n = q64.shape[1] + 2
-    gamma = n * 2.0**-24 / (1 - n * 2.0**-24)
-    reach = np.linalg.norm(q64, axis=1) + np.linalg.norm(b64, axis=1).max()
-    return 2 * gamma * reach**2
+    gamma = n * u / (1 - n * u)
+    reach = np.linalg.norm(q64 - c, axis=1) + np.linalg.norm(b64 - c, axis=1).max()
+    # 1.01: the centre may differ from the kernel's by a float32 ulp (summation order)
+    return 2 * (gamma + 2.01 * u) * (1.01 * reach) ** 2
