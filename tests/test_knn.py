@@ -35,7 +35,7 @@ def run_level(q, b, k, level, threads=0):
 
 def selection_bound(q: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-query bound on |d2~ - d2| of the selection stage (knn.hpp), float64: the norms are
-    those of the vectors centred on the bank's mean row."""
+    those of the vectors centred as the kernel centres them (reference.bank_centre)."""
     q64, b64 = q.astype(np.float64), b.astype(np.float64)
     n = q.shape[1] + 2
     u = 2.0**-24

@@ -17,8 +17,9 @@
 // Centring and scaling. Distances are invariant under a common translation, but the
 // selection error below grows with the norms, and PatchCore features (post-ReLU, with a
 // large common mean) have norms tens of times their nearest-neighbour distances. So both
-// arrays are packed relative to c = the bank's mean row (float64 sums in row order, rounded
-// to float32; deterministic): each value becomes fl32(x 2^s - c 2^s), one power of two 2^s
+// arrays are packed relative to c = the mean row of min(M, 256) bank rows spread evenly
+// over the bank (rows i * M / m; float64 sums in row order, rounded to float32;
+// deterministic): each value becomes fl32(x 2^s - c 2^s), one power of two 2^s
 // (exact) chosen so that the largest |value| of both arrays lies in [0.25, 0.5) (so the
 // difference stays below 1 and never overflows; one rounding, relative 2^-24). The squared norms never overflow in float32, tiny (even
 // subnormal) inputs are lifted to normal range, and results are invariant under

@@ -73,21 +73,24 @@ def knn(
 
 
 def bank_centre(bank: np.ndarray) -> np.ndarray:
-    """The kernel's centring vector: the bank's mean row in float64, rounded to float32.
+    """The kernel's centring vector (float64 values of float32 numbers).
 
-    (``cpp/include/structcore/knn.hpp``, "Centring and scaling"; the kernel sums in row
-    order, NumPy pairwise, so the two may differ in the last float32 bit: the bounds built on
-    it carry a margin for that.)
+    The mean of ``m = min(n_bank, 256)`` bank rows ``i * n_bank // m`` (``i < m``), in
+    float64, rounded to float32 (``cpp/include/structcore/knn.hpp``, "Centring and
+    scaling"; the kernel sums in row order, NumPy pairwise, so the two may differ in the last
+    float32 bit: the bounds built on it carry a margin for that).
     """
     b64 = np.asarray(bank, np.float64)
-    return b64.mean(axis=0).astype(np.float32).astype(np.float64)
+    m = min(b64.shape[0], 256)
+    rows = np.arange(m, dtype=np.int64) * b64.shape[0] // m
+    return b64[rows].mean(axis=0).astype(np.float32).astype(np.float64)
 
 
 def near_tie_bound(queries: np.ndarray, bank: np.ndarray) -> np.ndarray:
     """Per-query bound on the squared-distance error of the kernel's selection stage.
 
     ``2 * (gamma_{dim+2} + 2.01 u) * (|q - c| + max_b |b - c|)^2`` with
-    ``gamma_n = n u / (1 - n u)``, ``u = 2**-24`` and ``c`` the bank's mean row
+    ``gamma_n = n u / (1 - n u)``, ``u = 2**-24`` and ``c`` the kernel's centre
     (:func:`bank_centre`; ``cpp/include/structcore/knn.hpp``; the underflow term, relevant
     only for values below ~1e-19 of the largest, is left out): a bank row whose true squared
     distance lies within this of the k-th smallest one may be returned in its place, so
