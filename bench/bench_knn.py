@@ -92,6 +92,25 @@ def numpy_blas_knn(q: np.ndarray, b: np.ndarray, k: int, chunk: int = 128) -> tu
     return dist, idx
 
 
+def wrn_features(n_bank: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """PatchCore features of structcore's default backbone, WideResNet-50-2 (layer2 + layer3,
+    channel pooling to ``dim``), with a seeded random initialisation (its ImageNet file is not
+    available offline; post-ReLU statistics, the large common mean above all, are what make
+    these features hard for a float32 norms-trick search). Same images as
+    :func:`patchcore_features`."""
+    from structcore import Detector
+
+    root = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "mvtec_ad"
+    root = root / "bottle"
+    det = Detector("wide_resnet50_2", weights=None, dim=dim, seed=0, threads=1)
+    train = sorted((root / "train" / "good").glob("*.png"))
+    n_img = -(-n_bank // 784)
+    bank = det.features([str(p) for p in train[:n_img]]).reshape(-1, dim)[:n_bank]
+    test = [str(sorted((root / "test" / "broken_large").glob("*.png"))[0])]
+    queries = det.features(test).reshape(-1, dim)
+    return np.ascontiguousarray(queries), np.ascontiguousarray(bank)
+
+
 def patchcore_features(n_bank: int) -> tuple[np.ndarray, np.ndarray]:
     """Real PatchCore features: MobileNetV2 (features.6 + features.13, 3x3 average,
     bilinear upsampling, channel pooling to 1024) of MVTec AD bottle from ../shared.
@@ -330,7 +349,8 @@ def main() -> None:
     ap.add_argument(
         "--real",
         action="store_true",
-        help="also real PatchCore features (MobileNetV2, MVTec AD bottle from ../shared)",
+        help="also real PatchCore features (MobileNetV2, and WideResNet-50-2 with random "
+        "weights; MVTec AD bottle from ../shared)",
     )
     ap.add_argument("--out", type=Path, default=RESULTS / "knn.json")
     args = ap.parse_args()
@@ -357,6 +377,10 @@ def main() -> None:
     if args.real:
         rq, rb = patchcore_features(n_b)
         rows += run_dataset("MobileNetV2 bottle features", rq[:n_q], rb, rounds, ref_q, peak)
+        rq, rb = wrn_features(n_b, dim)
+        rows += run_dataset(
+            "WideResNet-50-2 (random init) bottle features", rq[:n_q], rb, rounds, ref_q, peak
+        )
     print_rows(rows, rounds)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
