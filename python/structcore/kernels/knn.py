@@ -56,8 +56,11 @@ def knn(
     Notes
     -----
     METHOD.md §2. Both arrays are first rescaled by one exact power of two (so huge and
-    subnormal inputs work; only distances beyond the float32 range are rejected). Memory is
-    O(tile), never O(n_queries x n_bank): GEMM tiles are fused with a per-query top-k.
+    subnormal inputs work; only distances beyond the float32 range are rejected) and, for
+    the candidate passes only, centred on the mean of <= 256 bank rows (distances are
+    translation-invariant; the error of the passes below scales with the norms, which
+    post-ReLU CNN features inflate ~4x with their common mean). Memory is O(tile), never
+    O(n_queries x n_bank): GEMM tiles are fused with a per-query top-k.
 
     * Default on CPUs with AVX-512 BF16 (and ``k <= 64``): candidates come from a bf16
       dot-product pass with a proven error bound, and every bank row that may belong to the
@@ -66,8 +69,9 @@ def knn(
     * Elsewhere (or with ``STRUCTCORE_SIMD=avx2|scalar``): float32 norms trick
       ``|q|^2 + |b|^2 - 2 q.b`` on AVX-512 / AVX2 / scalar micro-kernels, then the k winners
       are re-evaluated exactly and re-sorted by (distance, index). A bank row whose true
-      squared distance lies within ``2 * gamma_{dim+2} * (|q| + |b|)^2``
-      (``gamma_n ~ n * 2**-24``) of the k-th smallest one may be returned in its place.
+      squared distance lies within ``2 * (gamma_{dim+2} + 2.01 * 2**-24) * (|q - c| + |b - c|)^2``
+      (``gamma_n ~ n * 2**-24``, ``c`` the centre: :func:`structcore.reference.near_tie_bound`)
+      of the k-th smallest one may be returned in its place.
 
     In both cases the returned distances are the exact distances of the returned rows,
     rounded once to float32. See ``cpp/include/structcore/knn.hpp`` for the bounds.
