@@ -162,13 +162,14 @@ def test_help_and_version_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
 def test_python_dash_m(tmp_path: Path) -> None:
     # The same interpreter and environment as this test run: the installed package (CI) or
     # the source tree on PYTHONPATH (developer build), whichever this run imports.
-    run = subprocess.run(
-        [sys.executable, "-m", "structcore", "fit"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-    )
-    assert run.returncode == 2 and "required" in run.stderr
+    for module in ("structcore", "structcore.cli"):
+        run = subprocess.run(
+            [sys.executable, "-m", module, "fit"],
+            capture_output=True,
+            text=True,
+            env=dict(os.environ),
+        )
+        assert run.returncode == 2 and "required" in run.stderr, module
 
 
 # ----------------------------------------------------------------------------- plumbing (fake)

@@ -819,3 +819,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"structcore {args.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+if __name__ == "__main__":  # python -m structcore.cli: the same program as `structcore`
+    raise SystemExit(main())
