@@ -112,8 +112,8 @@ def test_map_cache_round_trip(tmp_path: Path) -> None:
 
     orig = feat.FeatureExtractor.__init__
 
-    def init(self, backbone, layers=None, weights="default", dim=1024, device="cpu", seed=0):
-        orig(self, backbone, layers, None, dim, device, seed)
+    def init(self, backbone, layers=None, weights="default", *args, **kwargs):
+        orig(self, backbone, layers, None, *args, **kwargs)
 
     feat.FeatureExtractor.__init__ = init  # type: ignore[method-assign]
     try:

@@ -424,3 +424,22 @@ def test_mvtec_bottle_subset(mvtec_bottle, torch_home, monkeypatch) -> None:
         )
         z[mode] = cal.zscores(pred.descriptor[: len(good), [1]]).mean()
     assert z["train"] > z["crossfit"] + 1.0
+
+
+def test_bfloat16_backbone_fits_saves_and_loads(
+    train: np.ndarray, test_set: tuple[np.ndarray, np.ndarray], fitted: Detector, tmp_path
+) -> None:
+    det = Detector(**SMALL, backbone_precision="bfloat16").fit(train)
+    assert det.extractor_.precision == "bfloat16"
+    x, _ = test_set
+    pred = det.predict(x)
+    ref = fitted.predict(x)  # the float32 twin: close maps, not identical ones
+    assert pred.maps.dtype == np.float32 and pred.maps.shape == ref.maps.shape
+    assert not np.array_equal(pred.maps, ref.maps)
+    np.testing.assert_allclose(pred.maps, ref.maps, rtol=0.2, atol=0.2 * float(ref.maps.max()))
+    det.save(tmp_path / "bf16.npz")
+    back = Detector.load(tmp_path / "bf16.npz")
+    assert back.backbone_precision == "bfloat16" and back.extractor_.precision == "bfloat16"
+    np.testing.assert_array_equal(back.predict(x).score, pred.score)
+    with pytest.raises(ValueError, match="backbone_precision"):
+        Detector(**SMALL, backbone_precision="half").fit(train)

@@ -180,3 +180,13 @@ def test_cli_export(detector: Detector, tmp_path: Path) -> None:
     x = preprocess(list(_images(7, 2)), detector.resize, detector.crop)
     with torch.no_grad():
         np.testing.assert_allclose(module(x).numpy(), detector.extractor_(x), atol=ATOL)
+
+
+def test_bfloat16_backbone_is_not_exported(tmp_path: Path) -> None:
+    # exported graphs are float32: a bfloat16 detector must not export mismatching features
+    det = Detector(
+        "resnet18", weights=None, dim=16, resize=32, crop=32, folds=2, backbone_precision="bfloat16"
+    ).fit(_images(3, 4))
+    with pytest.raises(ValueError, match="backbone_precision='float32'"):
+        export_features(det, onnx_path=tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

