@@ -368,17 +368,20 @@ def run_backbone(
     out: dict[str, Any] = {"weights": wdesc, "fit": {}, "threads": {}, "checks": {}}
 
     torch.set_num_threads(args.fit_threads)
-    dims = [("structcore", max(1024, channels))]
+    dims = [("structcore", max(1024, channels), "float32")]
     if backbone == "wide_resnet50_2" and not args.no_dim1024:
-        dims.append(("structcore dim=1024", 1024))
+        dims.append(("structcore dim=1024", 1024, "float32"))
+    if args.bf16:
+        dims.append(("structcore bf16", max(1024, channels), "bfloat16"))
     impls: list[Any] = []
     with blas_threads(args.fit_threads):
-        for label, dim in dims:
+        for label, dim, precision in dims:
             det = Detector(
                 sc_name,
                 layers=sc_layers,
                 weights=weights,
                 dim=dim,
+                backbone_precision=precision,
                 coreset_ratio=args.ratio,
                 k=1,
                 reweight=True,
@@ -530,6 +533,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fit-threads", type=int, default=2)
     p.add_argument("--no-anomalib", action="store_true")
     p.add_argument("--no-dim1024", action="store_true")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="also a structcore row with backbone_precision='bfloat16' (the same dim)",
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "e2e.json")
     a = p.parse_args(argv)
     q = a.quick
