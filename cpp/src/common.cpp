@@ -20,6 +20,14 @@ int resolve_threads(int requested) noexcept {
 #endif
 }
 
+int thread_index() noexcept {
+#ifdef STRUCTCORE_WITH_OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
 bool has_openmp() noexcept {
 #ifdef STRUCTCORE_WITH_OPENMP
   return true;

@@ -281,11 +281,7 @@ std::int64_t pruned_passes(const T* points, std::int64_t n_points, std::int64_t 
     (void)team;  // used only by the OpenMP pragma
 #pragma omp parallel for schedule(dynamic, 1) num_threads(team) if (team > 1)
     for (std::int64_t w = 0; w < n_items; ++w) {
-#ifdef STRUCTCORE_WITH_OPENMP
-      const int tid = omp_get_thread_num();
-#else
-      const int tid = 0;
-#endif
+      const int tid = thread_index();
       T* rows = gather_rows.data() + static_cast<std::size_t>(tid) * kGather * dim;
       float* gmd = gather_md.data() + static_cast<std::size_t>(tid) * kGather;
       const WorkItem item = items[static_cast<std::size_t>(w)];

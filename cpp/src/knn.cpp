@@ -24,10 +24,6 @@
 
 #include "knn_impl.hpp"
 
-#ifdef STRUCTCORE_WITH_OPENMP
-#include <omp.h>
-#endif
-
 namespace structcore {
 
 float half_to_float(std::uint16_t h) noexcept {
@@ -64,8 +60,7 @@ void pack_f32_generic(const float* src, std::int64_t ld, int rows, std::int64_t 
                       const float* centre, double scale, int width, float* P) {
   for (std::int64_t p = 0; p < dim; ++p) {
     float* out = P + p * width;
-    const float cs = centre != nullptr ? centre[p] : 0.0f;
-    for (int r = 0; r < rows; ++r) out[r] = centred_scaled(src[r * ld + p], cs, scale);
+    for (int r = 0; r < rows; ++r) out[r] = centred_scaled(src[r * ld + p], centre[p], scale);
     for (int r = rows; r < width; ++r) out[r] = 0.0f;
   }
 }
@@ -74,9 +69,8 @@ void pack_f16_generic(const std::uint16_t* src, std::int64_t ld, int rows, std::
                       const float* centre, double scale, int width, float* P) {
   for (std::int64_t p = 0; p < dim; ++p) {
     float* out = P + p * width;
-    const float cs = centre != nullptr ? centre[p] : 0.0f;
     for (int r = 0; r < rows; ++r)
-      out[r] = centred_scaled(half_to_float(src[r * ld + p]), cs, scale);
+      out[r] = centred_scaled(half_to_float(src[r * ld + p]), centre[p], scale);
     for (int r = rows; r < width; ++r) out[r] = 0.0f;
   }
 }
@@ -269,14 +263,6 @@ inline void topk_insert(float* D, std::int64_t* I, std::int64_t k, float d, std:
   }
   D[pos] = d;
   I[pos] = j;
-}
-
-inline int thread_num() {
-#ifdef STRUCTCORE_WITH_OPENMP
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
 }
 
 // ---- shared by both candidate passes ------------------------------------------------------
@@ -489,7 +475,7 @@ void walk_tiles(const Kernels& K, const Blocking& B, const Problem<BankT>& p,
       // (implicit barrier)
       // 2. bank blocks x query blocks
       {
-        const int t = thread_num();
+        const int t = thread_index();
         float* const Bp = Bp_all.p + t * NC * dim;
         float* const Ct = Ct_all.p + t * MC * NC;
         float* const bn = bn_all.p + t * NC;

@@ -169,12 +169,11 @@ struct F16Rows {
 };
 
 // Rows::Src panels via pack_blocks; the generic (double) path where the float product would
-// not be exact, the width is not a whole number of vectors, or there is no centre (the
-// loaders always subtract one; x - 0 == x, but a zero vector would need a buffer here).
+// not be exact or the width is not a whole number of vectors.
 template <class Rows>
 void pack_avx512(const typename Rows::Src* src, std::int64_t ld, int rows, std::int64_t dim,
                  const float* centre, double scale, int width, float* P) {
-  if (!float_scale_ok(scale) || width % 16 != 0 || centre == nullptr) {
+  if (!float_scale_ok(scale) || width % 16 != 0) {
     Rows::generic(src, ld, rows, dim, centre, scale, width, P);
     return;
   }

@@ -30,7 +30,7 @@ struct Kernels {
   // Transpose-pack rows (rows <= width) of a row-major matrix src (row stride ld) into P
   // (dim * width floats, padded rows zero): P[p * width + r] = fl32(fl32(src[r][p] * scale)
   // - centre[p]), scale a power of two (the product rounded once), centre: dim floats
-  // already multiplied by scale, or nullptr (none). Every kernel gives the same bits.
+  // already multiplied by scale. Every kernel gives the same bits.
   void (*pack_f32)(const float* src, std::int64_t ld, int rows, std::int64_t dim,
                    const float* centre, double scale, int width, float* P);
   void (*pack_f16)(const std::uint16_t* src, std::int64_t ld, int rows, std::int64_t dim,

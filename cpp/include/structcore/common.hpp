@@ -23,6 +23,10 @@ namespace structcore {
 /// (omp_get_max_threads()); always 1 when built without OpenMP.
 int resolve_threads(int requested) noexcept;
 
+/// Index of the calling thread in the innermost OpenMP team (omp_get_thread_num()); 0 outside
+/// a parallel region or when built without OpenMP. For per-thread scratch buffers.
+int thread_index() noexcept;
+
 /// True when the library was built with OpenMP.
 bool has_openmp() noexcept;
 
