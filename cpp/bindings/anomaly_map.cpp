@@ -95,53 +95,52 @@ py::array_t<float> allocate_maps(std::int64_t n, std::int64_t height, std::int64
   return py::array_t<float>({n, height, width});
 }
 
-py::array_t<float> anomaly_map_binding(
-    const py::array_t<float, py::array::c_style>& patch_scores, std::int64_t height,
-    std::int64_t width, double sigma, int threads) {
+using Scores = py::array_t<float, py::array::c_style>;
+
+struct Grids {
+  std::int64_t n, h, w;
+};
+
+// What keeps the kernel inside its buffers for an (n, h, w) input and (n, height, width)
+// output; structcore.kernels.anomaly_map validates everything first, with better messages.
+Grids check_shapes(const Scores& patch_scores, std::int64_t height, std::int64_t width) {
   structcore::require(patch_scores.ndim() == 3,
                       "anomaly_map: patch_scores must be 3-dimensional (n_maps, h, w)");
-  const std::int64_t n = patch_scores.shape(0), h = patch_scores.shape(1),
-                     w = patch_scores.shape(2);
-  structcore::require(n >= 1 && h >= 1 && w >= 1, "anomaly_map: patch_scores must not be empty");
+  const Grids g{patch_scores.shape(0), patch_scores.shape(1), patch_scores.shape(2)};
+  structcore::require(g.n >= 1 && g.h >= 1 && g.w >= 1,
+                      "anomaly_map: patch_scores must not be empty");
   structcore::require(height >= 1 && width >= 1 && height <= structcore::kAnomalyMapMaxSide &&
                           width <= structcore::kAnomalyMapMaxSide,
                       "anomaly_map: size must be in [1, 16384] per side");
-  structcore::require(n <= structcore::kAnomalyMapMaxElements / (height * width),
+  structcore::require(g.n <= structcore::kAnomalyMapMaxElements / (height * width),
                       "anomaly_map: n_maps * H * W must be <= 2**30");
-  py::array_t<float> maps = allocate_maps(n, height, width);
+  return g;
+}
+
+void run_kernel(const Scores& patch_scores, const Grids& g, float* dst, std::int64_t height,
+                std::int64_t width, double sigma, int threads) {
   const float* src = patch_scores.data();
-  float* dst = maps.mutable_data();
-  {
-    py::gil_scoped_release release;
-    structcore::anomaly_map(src, n, h, w, dst, height, width, sigma, threads);
-  }
+  py::gil_scoped_release release;
+  structcore::anomaly_map(src, g.n, g.h, g.w, dst, height, width, sigma, threads);
+}
+
+py::array_t<float> anomaly_map_binding(const Scores& patch_scores, std::int64_t height,
+                                       std::int64_t width, double sigma, int threads) {
+  const Grids g = check_shapes(patch_scores, height, width);  // before allocating
+  py::array_t<float> maps = allocate_maps(g.n, height, width);
+  run_kernel(patch_scores, g, maps.mutable_data(), height, width, sigma, threads);
   return maps;
 }
 
 // The same kernel writing into a caller's array (structcore.kernels.anomaly_map(out=...)).
-// The Python layer checks shape, dtype, layout, writeability and overlap; the checks here
-// only keep the kernel inside both buffers.
-void anomaly_map_into_binding(const py::array_t<float, py::array::c_style>& patch_scores,
-                              py::array_t<float, py::array::c_style>& maps, double sigma,
+// The Python layer checks shape, dtype, layout, writeability and overlap.
+void anomaly_map_into_binding(const Scores& patch_scores, Scores& maps, double sigma,
                               int threads) {
-  structcore::require(patch_scores.ndim() == 3 && maps.ndim() == 3,
-                      "anomaly_map: patch_scores and out must be 3-dimensional");
-  const std::int64_t n = patch_scores.shape(0), h = patch_scores.shape(1),
-                     w = patch_scores.shape(2);
-  const std::int64_t height = maps.shape(1), width = maps.shape(2);
-  structcore::require(n >= 1 && h >= 1 && w >= 1, "anomaly_map: patch_scores must not be empty");
-  structcore::require(maps.shape(0) == n, "anomaly_map: out must hold one map per grid");
-  structcore::require(height >= 1 && width >= 1 && height <= structcore::kAnomalyMapMaxSide &&
-                          width <= structcore::kAnomalyMapMaxSide,
-                      "anomaly_map: size must be in [1, 16384] per side");
-  structcore::require(n <= structcore::kAnomalyMapMaxElements / (height * width),
-                      "anomaly_map: n_maps * H * W must be <= 2**30");
-  const float* src = patch_scores.data();
+  structcore::require(maps.ndim() == 3, "anomaly_map: out must be 3-dimensional");
+  const Grids g = check_shapes(patch_scores, maps.shape(1), maps.shape(2));
+  structcore::require(maps.shape(0) == g.n, "anomaly_map: out must hold one map per grid");
   float* dst = maps.mutable_data();  // throws (-> ValueError) when read-only
-  {
-    py::gil_scoped_release release;
-    structcore::anomaly_map(src, n, h, w, dst, height, width, sigma, threads);
-  }
+  run_kernel(patch_scores, g, dst, maps.shape(1), maps.shape(2), sigma, threads);
 }
 
 }  // namespace
