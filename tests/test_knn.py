@@ -34,19 +34,11 @@ def run_level(q, b, k, level, threads=0):
 
 
 def selection_bound(q: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-query bound on |d2~ - d2| of the selection stage (knn.hpp), float64: the norms are
-    those of the vectors centred as the kernel centres them (reference.bank_centre)."""
-    q64, b64 = q.astype(np.float64), b.astype(np.float64)
-    n = q.shape[1] + 2
-    u = 2.0**-24
-    gamma = n * u / (1 - n * u)
-    amax = max(np.abs(q64).max(initial=0.0), np.abs(b64).max(initial=0.0))
-    a = 2.0 ** np.ceil(np.log2(amax)) if amax > 0 else 1.0
-    c = reference.bank_centre(b64)
-    qn = np.linalg.norm(q64 - c, axis=1)
-    bn = np.linalg.norm(b64 - c, axis=1).max()
-    # 1.01: the centre may differ from the kernel's in the last float32 bit
-    return (gamma + 2.01 * u) * (1.01 * (qn + bn)) ** 2 + (4 * q.shape[1] + 6) * 2.0**-148 * a * a
+    """Per-query bound on |d2~ - d2| of the selection stage (knn.hpp), float64: half of
+    reference.near_tie_bound (centred norms) plus the underflow term it leaves out."""
+    amax = max(np.abs(q).max(initial=0.0), np.abs(b).max(initial=0.0))
+    a = 2.0 ** np.ceil(np.log2(float(amax))) if amax > 0 else 1.0
+    return reference.near_tie_bound(q, b) / 2 + (4 * q.shape[1] + 6) * 2.0**-148 * a * a
 
 
 def assert_knn_ok(q, b, k, d, i) -> None:
