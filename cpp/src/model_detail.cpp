@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <set>
 #include <system_error>
 
@@ -13,6 +14,19 @@
 
 namespace structcore {
 namespace detail {
+
+std::vector<std::uint8_t> read_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError("cannot open " + what);
+  in.seekg(0, std::ios::end);
+  const std::streamoff len = in.tellg();
+  if (len < 0) throw IoError("cannot determine the size of " + what);
+  in.seekg(0, std::ios::beg);
+  std::vector<std::uint8_t> buf(static_cast<std::size_t>(len));
+  if (len > 0 && !in.read(reinterpret_cast<char*>(buf.data()), len))
+    throw IoError("cannot read " + what);
+  return buf;
+}
 
 // ============================================================================================
 // SHA-256 (FIPS 180-4)

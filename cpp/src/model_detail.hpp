@@ -10,6 +10,7 @@
 //                     (uncompressed), as numpy.savez writes them (ZIP64 extensions included).
 //  * Json / parse_json: a strict RFC 8259 JSON reader (UTF-8, depth-limited, no duplicate
 //                     keys, numbers parsed with std::from_chars: correctly rounded).
+//  * read_file:       a whole file's bytes (structcore::IoError when it cannot be read).
 #pragma once
 
 #include <cstddef>
@@ -21,6 +22,10 @@
 
 namespace structcore {
 namespace detail {
+
+/// Every byte of the file at `path`. Throws structcore::IoError naming `what` (e.g. "'x.npy'"
+/// or "the model file 'm.npz'") when it cannot be opened, sized or read.
+std::vector<std::uint8_t> read_file(const std::string& path, const std::string& what);
 
 // ---- SHA-256 -------------------------------------------------------------------------------
 class Sha256 {

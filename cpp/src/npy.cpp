@@ -2,10 +2,10 @@
 #include "structcore/npy.hpp"
 
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <string_view>
 
+#include "model_detail.hpp"  // read_file
 #include "structcore/knn.hpp"  // half_to_float
 
 namespace structcore {
@@ -297,16 +297,9 @@ NpyArray parse_npy(const void* bytes, std::size_t size, const std::string& what)
 }
 
 NpyArray read_npy(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("cannot open '" + path + "' for reading");
-  in.seekg(0, std::ios::end);
-  const std::streamoff len = in.tellg();
-  if (len < 0) throw IoError("cannot determine the size of '" + path + "'");
-  in.seekg(0, std::ios::beg);
-  std::vector<std::uint8_t> buf(static_cast<std::size_t>(len));
-  if (len > 0 && !in.read(reinterpret_cast<char*>(buf.data()), len))
-    throw IoError("cannot read '" + path + "'");
-  return parse_npy(buf.data(), buf.size(), "'" + path + "'");
+  const std::string what = "'" + path + "'";
+  const std::vector<std::uint8_t> buf = detail::read_file(path, what);
+  return parse_npy(buf.data(), buf.size(), what);
 }
 
 }  // namespace structcore

@@ -7,7 +7,6 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <set>
@@ -442,15 +441,8 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
 }
 
 Scorer Scorer::load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError("cannot open the model file '" + path + "'");
-  in.seekg(0, std::ios::end);
-  const std::streamoff len = in.tellg();
-  if (len < 0) throw IoError("cannot determine the size of '" + path + "'");
-  in.seekg(0, std::ios::beg);
-  std::vector<std::uint8_t> buf(static_cast<std::size_t>(len));
-  if (len > 0 && !in.read(reinterpret_cast<char*>(buf.data()), len))
-    throw IoError("cannot read the model file '" + path + "'");
+  const std::string what = "the model file '" + path + "'";
+  const std::vector<std::uint8_t> buf = detail::read_file(path, what);
   return from_memory(buf.data(), buf.size(), "'" + path + "'");
 }
 
