@@ -13,12 +13,12 @@ harness under the sanitizer build (see ``.ci/sanitize``) turns silent corruption
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import warnings
 
 import atheris
+
+from _common import run
 
 with atheris.instrument_imports(include=["structcore"]):
     from structcore import kernels, reference
@@ -150,15 +150,7 @@ def TestOneInput(data: bytes) -> None:
 
 
 def main() -> None:
-    argv = list(sys.argv)
-    if "-print_final_stats=1" not in argv:
-        argv.append("-print_final_stats=1")
-    if not any(a.startswith("-artifact_prefix=") for a in argv):
-        artifacts = os.path.join(tempfile.gettempdir(), "structcore-fuzz-artifacts", "")
-        os.makedirs(artifacts, exist_ok=True)
-        argv.append(f"-artifact_prefix={artifacts}")
-    atheris.Setup(argv, TestOneInput)
-    atheris.Fuzz()
+    run(sys.argv, TestOneInput)
 
 
 if __name__ == "__main__":

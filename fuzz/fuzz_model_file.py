@@ -28,6 +28,8 @@ import zipfile
 
 import atheris
 
+from _common import run
+
 with atheris.instrument_imports(include=["structcore"]):
     import structcore.io as sio
     from structcore import Detector
@@ -166,14 +168,7 @@ def main() -> None:
             fh.write(b"\0" + seed)  # raw mode
         with open(os.path.join(corpus, f"seed{i}s"), "wb") as fh:
             fh.write(b"\1" + bytes(range(64)))  # structured mode
-    if "-print_final_stats=1" not in argv:
-        argv.append("-print_final_stats=1")
-    if not any(a.startswith("-artifact_prefix=") for a in argv):
-        artifacts = os.path.join(tempfile.gettempdir(), "structcore-fuzz-artifacts", "")
-        os.makedirs(artifacts, exist_ok=True)
-        argv.append(f"-artifact_prefix={artifacts}")
-    atheris.Setup(argv, TestOneInput)
-    atheris.Fuzz()
+    run(argv, TestOneInput)
 
 
 if __name__ == "__main__":
