@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .features import FeatureExtractor
+from .features import FeatureExtractor, aggregate_patches
 from .images import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["ExportResult", "export_features", "feature_module"]
@@ -135,14 +135,7 @@ def feature_module(
                 x = stage(x)
                 if name in layers:
                     maps.append(x)
-            grid = maps[0].shape[-2:]
-            parts = []
-            for m in maps:
-                m = F.avg_pool2d(m, kernel_size=3, stride=1, padding=1)
-                if m.shape[-2:] != grid:
-                    m = F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
-                parts.append(m)
-            feats = torch.cat(parts, dim=1).permute(0, 2, 3, 1)  # (B, h, w, C)
+            feats = aggregate_patches(maps).permute(0, 2, 3, 1)  # (B, h, w, C)
             c = feats.shape[-1]
             if feature_dim >= c:
                 return feats.contiguous()

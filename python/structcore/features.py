@@ -66,6 +66,7 @@ __all__ = [
     "PRECISIONS",
     "FeatureExtractor",
     "WeightsUnavailableError",
+    "aggregate_patches",
     "resolve_device",
     "state_dict_sha256",
 ]
@@ -75,6 +76,36 @@ __all__ = [
 #: ``"bfloat16"`` (torch autocast: ~2x faster on CPUs with AVX-512 BF16 / AMX and on GPUs;
 #: features differ by ~1e-2 relative, see docs/RESULTS.md). Features are float32 either way.
 PRECISIONS = ("float32", "bfloat16")
+
+
+def aggregate_patches(maps: list[Any]) -> Any:
+    """PatchCore's local patch aggregation (METHOD.md §1.2) of backbone feature maps.
+
+    Each map gets a 3 x 3 average (stride 1, zero padding counted), deeper (coarser) maps are
+    upsampled bilinearly (``align_corners=False``) to the first map's grid, and the maps are
+    concatenated along channels. Plain torch operations, so the exported graphs
+    (:mod:`structcore.export`) trace this same function.
+
+    Parameters
+    ----------
+    maps : list of torch.Tensor of shape (B, C_i, h_i, w_i)
+        Selected layers, shallowest first.
+
+    Returns
+    -------
+    torch.Tensor of shape (B, sum C_i, h_0, w_0)
+    """
+    import torch
+    import torch.nn.functional as F
+
+    grid = maps[0].shape[-2:]
+    parts = []
+    for m in maps:
+        m = F.avg_pool2d(m, kernel_size=3, stride=1, padding=1)
+        if m.shape[-2:] != grid:
+            m = F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
+        parts.append(m)
+    return torch.cat(parts, dim=1)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -467,14 +498,7 @@ class FeatureExtractor:
                     x = stage(x)
                     if name in self.layers:
                         maps.append(x.float())
-            grid = maps[0].shape[-2:]
-            parts = []
-            for m in maps:
-                m = F.avg_pool2d(m, kernel_size=3, stride=1, padding=1)
-                if m.shape[-2:] != grid:
-                    m = F.interpolate(m, size=grid, mode="bilinear", align_corners=False)
-                parts.append(m)
-            feats = torch.cat(parts, dim=1)  # (B, C, h, w)
+            feats = aggregate_patches(maps)  # (B, C, h, w)
             b, c, h, w = feats.shape
             feats = feats.permute(0, 2, 3, 1).reshape(b * h * w, c)
             out_dim = min(self.dim, c)
