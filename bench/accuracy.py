@@ -1,7 +1,7 @@
 """Image-score accuracy ablation (issue 7): data sets x backbones x score variants.
 
 One command builds (or loads from ``--cache``) the maps of every data set and backbone, scores
-every variant of :mod:`structcore.scores`, and prints one table of image AUROC with a 95%
+every variant of :mod:`structcore.research.variants`, and prints one table of image AUROC with a 95%
 paired, stratified bootstrap interval of the difference to max pooling; then the
 leave-one-set-out choice of a default. JSON goes to ``bench/results/accuracy.json``.
 
@@ -38,7 +38,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
 
-from structcore import ablation, scores  # noqa: E402
+from structcore.research import ablation  # noqa: E402
+from structcore.research import variants as scores  # noqa: E402
 from structcore.datasets import load_magnetic_tile, load_mvtec  # noqa: E402
 
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2")

@@ -136,10 +136,9 @@ def structured(fdp: atheris.FuzzedDataProvider) -> bytes:
 
 def check(data: bytes) -> None:
     try:
-        meta, arrays = sio.read_model_file(data)
-        parsed = sio._parse(meta, arrays)
-        sio._configured(Detector, parsed, "config", None)
-    except sio._Bad:
+        state = sio.read_state(data)
+        Detector._configured(state, "config", None)
+    except sio.InvalidModelFile:
         pass
     except ValueError as exc:
         if type(exc) is not ValueError or "is not a valid structcore detector file" not in str(exc):

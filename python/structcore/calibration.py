@@ -33,7 +33,11 @@ import numpy as np
 
 from ._validation import check_choice, check_positive_float, check_quantile
 
-__all__ = ["CalibrationWarning", "StructCalibrator"]
+__all__ = ["CALIBRATION_MODES", "CalibrationWarning", "StructCalibrator", "check_lam"]
+
+#: Which train-good maps calibrate (METHOD.md §3.5): ``"crossfit"`` (each image scored by a
+#: bank of the other folds, :mod:`structcore.crossfit`) or ``"train"`` (by the final bank).
+CALIBRATION_MODES = ("crossfit", "train")
 
 
 class CalibrationWarning(UserWarning):

@@ -441,7 +441,7 @@ def _make_detector(args: argparse.Namespace) -> Any:
     kw = _detector_kwargs(args)
     try:
         det = _detector_class()(**kw)
-        validate = getattr(det, "_validated", None)  # fit's own checks, run before any work
+        validate = getattr(det, "validate_params", None)  # fit's own checks, before any work
         if validate is not None:
             validate()
     except (TypeError, ValueError) as exc:

@@ -1,19 +1,28 @@
 """The detector: PatchCore memory bank + StructCore image score, scikit-learn style.
 
 ``Detector(...).fit(train_good_images)`` then ``predict(images) -> Prediction``. METHOD.md is
-the specification; this module wires :mod:`structcore.images`, :mod:`structcore.features`,
-:mod:`structcore.memory_bank` and :mod:`structcore.calibration` together.
+the specification. The detector is a composition of named stages, each a small type in its
+own module (``docs/ARCHITECTURE.md`` draws the data flow), returned by :meth:`Detector.stages`:
+
+=====================  =========================================  ================================
+stage                  computes                                   module
+=====================  =========================================  ================================
+``FeatureExtractor``   images -> patch features (N, h, w, D)      :mod:`structcore.features`
+``MemoryBank``         coreset of train patches; kNN patch scores :mod:`structcore.memory_bank`
+``AnomalyMapper``      patch scores -> maps S (N, crop, crop)     :mod:`structcore.maps`
+``Descriptor``         maps -> phi(S) (N, F)                      :mod:`structcore.descriptor`
+``StructCalibrator``   phi, max(S) -> z, D, score, decision       :mod:`structcore.calibration`
+=====================  =========================================  ================================
 
 Fitting (all fitted state ends in ``_``; ``fit`` starts from scratch every time):
 
 1. Patch features of every train image (``extractor_``); the bank ``bank_`` is a coreset of
    all train patches (``coreset_ratio``, ``projection_dim``, ``seed``).
-2. Calibration maps of the train images (METHOD.md §3.5), for each *mode* that is needed:
+2. Calibration maps of the train images (METHOD.md §3.5, :mod:`structcore.crossfit`), for
+   each *mode* that is needed:
 
-   * ``"crossfit"``: the images are split into ``folds`` seeded folds
-     (``numpy.random.default_rng(seed).permutation``, ``numpy.array_split``); for each fold a
-     bank is built from the other folds' patches (same coreset ratio and seed) and scores the
-     held-out fold. These banks serve calibration only; the final bank uses all images.
+   * ``"crossfit"``: the images are split into ``folds`` seeded folds; a bank of the other
+     folds' patches scores each held-out fold (calibration only; the final bank uses all);
    * ``"train"``: the train images scored against the final bank (the paper's plain mode;
      biased low, one kNN pass).
 
@@ -38,143 +47,65 @@ threshold of the configured mode) -> ``z``, ``D`` -> ``score = score_max + lambd
 ``is_anomalous = score > decision_threshold_``.
 
 The same pieces, public, for features cached outside the detector (e.g. an accuracy study of
-image scores, :mod:`structcore.ablation`): :meth:`Detector.features` (patch features of
-images, also before ``fit``), :meth:`Detector.fit_features` (``fit`` from features, optionally
-with a given bank), :meth:`Detector.anomaly_maps` (maps and max scores of features, as
-``predict``), :meth:`Detector.calibration_maps` (step 2's maps of either mode) and
-:meth:`Detector.crossfit_folds`. They compute exactly what ``fit`` and ``predict`` do.
+image scores, :mod:`structcore.research.ablation`): :meth:`Detector.features` (patch features
+of images, also before ``fit``), :meth:`Detector.fit_features` (``fit`` from features,
+optionally with a given bank), :meth:`Detector.anomaly_maps` (maps and max scores of
+features, as ``predict``), :meth:`Detector.calibration_maps` (step 2's maps of either mode)
+and :meth:`Detector.crossfit_folds`. They compute exactly what ``fit`` and ``predict`` do.
+:meth:`Detector.variant_scores` (the grid of score variants) lives in
+:mod:`structcore.research.grid`, imported only when called.
 
-Variant grid of :meth:`Detector.variant_scores` (all from the same maps and max scores):
-
-* ``"max"``, ``"structcore"`` (the configured score), ``"struct_only"`` (the configured D);
-* ``"{descriptor}/{norm}/{lam}/{mode}"``: the hybrid score for descriptor in
-  (``paper``, ``extended``), norm in (``l2``, ``linf``), lam in (``auto``, ``0.05``), mode in
-  the fitted calibration modes, e.g. ``"paper/l2/auto/crossfit"``;
-* ``"struct/{descriptor}/{norm}/{mode}"``: D alone for the same grid.
-
-Grid variants are calibrated silently (no CalibrationWarning); the configured one warns in
-``fit``.
+Saving: :meth:`Detector.save` hands plain state (:class:`structcore.io.DetectorState`) to
+:mod:`structcore.io`; :meth:`Detector.load` reads it back and rebuilds the detector.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from types import ModuleType
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import memory_bank as mb
-from ._validation import (
-    as_float_array,
-    check_choice,
-    check_int,
-    check_positive_float,
-    check_quantile,
-    check_threads,
-)
-from .calibration import CalibrationWarning, StructCalibrator, check_lam
-from .features import BACKBONES, PRECISIONS, FeatureExtractor
-from .images import as_image_list, iter_batches, preprocess, preprocess_one
+from ._progress import progress
+from ._validation import as_float_array, check_choice, check_int
+from .calibration import CALIBRATION_MODES, CalibrationWarning, StructCalibrator
+from .crossfit import crossfit_folds, crossfit_maps
+from .descriptor import EXTENDED_COMPONENTS, PAPER_COMPONENTS, Descriptor
+from .features import FeatureExtractor
+from .images import as_image_list, preprocess, preprocess_one
+from .io import DetectorState, InvalidModelFile, invalid_file_error, read_state, write_state
+from .maps import AnomalyMapper
+from .memory_bank import MemoryBank
+from .params import check_params
+from .prediction import Prediction
 
-__all__ = ["CALIBRATION_MODES", "GRID_LAMBDA", "Detector", "NotFittedError", "Prediction"]
-
-#: Calibration modes (METHOD.md §3.5).
-CALIBRATION_MODES = ("crossfit", "train")
-#: The fixed lambda of the variant grid (the author's configs).
-GRID_LAMBDA = 0.05
-_PAPER_FALLBACK = ("std", "top_mean", "tv")
+__all__ = ["CALIBRATION_MODES", "Detector", "NotFittedError", "Prediction", "Stages"]
 
 
 class NotFittedError(RuntimeError):
     """The detector is used before :meth:`Detector.fit` (or :meth:`Detector.load`)."""
 
 
-def _component_sets() -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
-    """(paper components, extended components, registry) from the describe kernel module."""
-    mod = importlib.import_module("structcore.kernels.describe")
-    registry = dict(getattr(mod, "DESCRIPTOR_COMPONENTS", {}))
-    paper = tuple(getattr(mod, "PAPER_COMPONENTS", _PAPER_FALLBACK))
-    extended = tuple(getattr(mod, "EXTENDED_COMPONENTS", tuple(registry) or paper))
-    return paper, extended, registry
-
-
 @dataclass(frozen=True)
-class Prediction:
-    """What :meth:`Detector.predict` returns, one row per image.
+class Stages:
+    """A fitted detector's pipeline, stage by stage (what :meth:`Detector.stages` returns).
 
-    Attributes
-    ----------
-    maps : ndarray of shape (B, crop, crop), float32
-        Anomaly maps S (pixel-level localisation; aligned with the centre crop).
-    score_max : ndarray of shape (B,), float64
-        max(S), times PatchCore's reweighting factor when the detector has ``reweight=True``.
-    score_struct : ndarray of shape (B,), float64
-        The structural distance D alone ("struct-only").
-    score : ndarray of shape (B,), float64
-        The StructCore score ``score_max + lambda_ * D``.
-    descriptor : ndarray of shape (B, n_components), float64
-        phi(S), in the order of :attr:`Detector.components_`.
-    z : ndarray of shape (B, n_components), float64
-        ``(phi - mu_) / sigma_``.
-    is_anomalous : ndarray of shape (B,), bool
-        ``score > decision_threshold_``.
-    timings : dict of str to float
-        Seconds spent per stage (``preprocess``, ``features``, ``knn``, ``map``,
-        ``descriptor``, ``calibration``) over the whole call.
-    valid : ndarray of shape (B,), bool
-        True for the images that were scored. All True unless ``predict(...,
-        errors="skip")`` met images it could not read; a failed image has NaN ``maps``,
-        ``score_max``, ``score_struct``, ``score``, ``descriptor`` and ``z`` and
-        ``is_anomalous`` False, so check ``valid`` (or :attr:`errors`) before trusting a
-        decision.
-    errors : dict of int to str
-        Index in the batch -> ``"ExceptionType: message"`` of each image that failed (empty
-        when every image was scored).
+    ``maps = mapper(bank.search(extractor(x), k)[0])``, ``phi = descriptor(maps)``,
+    ``calibrator.transform(phi, mapper.max_scores(maps))`` is ``predict`` (without
+    reweighting). The stages share the detector's arrays (no copies) and its current
+    ``backend`` and ``threads``.
     """
 
-    maps: np.ndarray
-    score_max: np.ndarray
-    score_struct: np.ndarray
-    score: np.ndarray
-    descriptor: np.ndarray
-    z: np.ndarray
-    is_anomalous: np.ndarray
-    timings: dict[str, float] = field(default_factory=dict)
-    valid: np.ndarray = None  # type: ignore[assignment]  # filled in __post_init__
-    errors: dict[int, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.valid is None:
-            object.__setattr__(self, "valid", np.ones(self.score.shape[0], dtype=bool))
-
-    def __len__(self) -> int:
-        return int(self.score.shape[0])
-
-    @property
-    def n_failed(self) -> int:
-        """Number of images that could not be scored (``len(errors)``)."""
-        return len(self.errors)
-
-
-def _fold_parts(n: int, folds: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The seeded permutation of ``n`` train images and its ``folds`` held-out parts."""
-    perm = np.random.default_rng(seed).permutation(n)
-    return perm, np.array_split(perm, folds)
-
-
-def _progress(iterable: Iterable[Any], enabled: bool, total: int, desc: str) -> Iterable[Any]:
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, unit="batch", leave=False)
+    extractor: FeatureExtractor
+    bank: MemoryBank
+    mapper: AnomalyMapper
+    descriptor: Descriptor
+    calibrator: StructCalibrator
 
 
 class Detector:
@@ -347,81 +278,22 @@ class Detector:
     # ---------------------------------------------------------------------------------------
     # validation
 
-    def _validated(self) -> dict[str, Any]:
-        """Check every constructor parameter; return the normalised values."""
-        p: dict[str, Any] = {}
-        if not isinstance(self.backbone, str) or self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {sorted(BACKBONES)}; got {self.backbone!r}")
-        p["dim"] = check_int(self.dim, "dim", low=1)
-        p["resize"] = check_int(self.resize, "resize", low=1, high=16384)
-        p["crop"] = check_int(self.crop, "crop", low=1, high=16384)
-        if p["crop"] > p["resize"]:
-            raise ValueError(f"crop must be <= resize; got crop={self.crop}, resize={self.resize}")
-        r = check_positive_float(self.coreset_ratio, "coreset_ratio")
-        if r > 1.0:
-            raise ValueError(f"coreset_ratio must be in (0, 1]; got {self.coreset_ratio!r}")
-        p["coreset_ratio"] = r
-        p["projection_dim"] = (
-            None
-            if self.projection_dim is None
-            else check_int(self.projection_dim, "projection_dim", low=1)
-        )
-        p["k"] = check_int(self.k, "k", low=1)
-        p["sigma"] = check_positive_float(self.sigma, "sigma", allow_zero=True)
-        p["components"] = self._resolve_descriptor(self.descriptor)
-        p["norm"] = check_choice(self.norm, "norm", ("l2", "linf"))
-        check_lam(self.lam)
-        p["calibration"] = check_choice(self.calibration, "calibration", CALIBRATION_MODES)
-        p["folds"] = check_int(self.folds, "folds", low=2)
-        for name in ("threshold_quantile", "pixel_quantile"):
-            check_quantile(getattr(self, name), name)
-        for name in ("reweight", "progress", "variants"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise TypeError(f"{name} must be True or False; got {getattr(self, name)!r}")
-        p["seed"] = check_int(self.seed, "seed", low=0, high=2**63 - 1)
-        p["backbone_precision"] = check_choice(
-            self.backbone_precision, "backbone_precision", PRECISIONS
-        )
-        p["batch_size"] = check_int(self.batch_size, "batch_size", low=1)
-        check_choice(self.backend, "backend", ("cpp", "reference"))
-        check_threads(self.threads)
-        return p
+    def validate_params(self) -> dict[str, Any]:
+        """Check every constructor parameter now, as :meth:`fit` does first.
 
-    @staticmethod
-    def _resolve_descriptor(descriptor: object) -> tuple[str, ...]:
-        paper, extended, registry = _component_sets()
-        if isinstance(descriptor, str):
-            if descriptor == "paper":
-                return paper
-            if descriptor == "extended":
-                return extended
-            raise ValueError(
-                f"descriptor must be 'paper', 'extended' or a list of component names; "
-                f"got {descriptor!r}"
-            )
-        try:
-            names = tuple(descriptor)  # type: ignore[call-overload]
-        except TypeError:
-            raise TypeError(
-                f"descriptor must be 'paper', 'extended' or a list of names; got {descriptor!r}"
-            ) from None
-        if not names:
-            raise ValueError("descriptor must name at least one component; got an empty list")
-        from ._components import parse_components
+        Returns
+        -------
+        checked : dict
+            Normalised values (:func:`structcore.params.check_params`).
 
-        for n in names:
-            if not isinstance(n, str):
-                raise TypeError(f"descriptor: component names must be str; got {n!r}")
-            try:
-                parse_components((n,))
-            except ValueError:
-                raise ValueError(
-                    f"descriptor: unknown component {n!r}; choose from {sorted(registry)} "
-                    "or a quantile 'q<percent>' / 'q:<fraction>'"
-                ) from None
-        if len(set(names)) != len(names):
-            raise ValueError(f"descriptor must not repeat a component; got {list(names)}")
-        return names
+        Raises
+        ------
+        TypeError, ValueError
+            The first invalid parameter, named, with its value.
+        """
+        return check_params(self.get_params())
+
+    _validated = validate_params  # the name earlier releases used internally
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "bank_"):
@@ -435,7 +307,7 @@ class Detector:
                 delattr(self, name)
 
     # ---------------------------------------------------------------------------------------
-    # pipeline pieces
+    # the stages
 
     def _new_extractor(self, p: dict[str, Any]) -> FeatureExtractor:
         """The backbone of the (validated) parameters ``p``, as :meth:`fit` builds it."""
@@ -449,99 +321,88 @@ class Detector:
             p["backbone_precision"],
         )
 
-    def _features(
-        self,
-        extractor: FeatureExtractor,
-        items: list[object],
-        batch_size: int,
-        timings: dict[str, float] | None = None,
-    ) -> np.ndarray:
-        """Patch features of all ``items``: (N, h, w, feature_dim) float32."""
-        out: list[np.ndarray] = []
-        batches = iter_batches(items, batch_size)
-        total = (len(items) + batch_size - 1) // batch_size
-        for batch in _progress(batches, bool(self.progress), total, "features"):
-            t0 = time.perf_counter()
-            x = preprocess(batch, self.resize, self.crop)
-            t1 = time.perf_counter()
-            out.append(extractor(x))
-            if timings is not None:
-                timings["preprocess"] += t1 - t0
-                timings["features"] += time.perf_counter() - t1
-        return np.concatenate(out, axis=0)
+    def _build_bank(self, features: np.ndarray, p: dict[str, Any]) -> MemoryBank:
+        """The coreset bank of train ``features`` (N, h, w, D) (final or cross-fit)."""
+        return MemoryBank.build(
+            features,
+            p["coreset_ratio"],
+            projection_dim=p["projection_dim"],
+            seed=p["seed"],
+            backend=self.backend,
+            threads=self.threads,
+        )
+
+    def _mapper(self) -> AnomalyMapper:
+        return AnomalyMapper(
+            int(self.crop), float(self.sigma), backend=self.backend, threads=self.threads
+        )
+
+    def stages(self) -> Stages:
+        """The fitted pipeline as named stages (``docs/ARCHITECTURE.md``).
+
+        Returns
+        -------
+        stages : Stages
+            ``extractor_`` -> ``MemoryBank(bank_)`` -> ``AnomalyMapper(crop, sigma)`` ->
+            ``Descriptor(components_, pixel_threshold_)`` -> ``calibrator_``, with the
+            detector's current ``backend`` and ``threads``.
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit` / :meth:`load`.
+        """
+        self._check_fitted()
+        return Stages(
+            extractor=self.extractor_,
+            bank=MemoryBank(self.bank_, backend=self.backend, threads=self.threads),
+            mapper=self._mapper(),
+            descriptor=Descriptor(
+                self.components_, self.pixel_threshold_, backend=self.backend, threads=self.threads
+            ),
+            calibrator=self.calibrator_,
+        )
 
     def _score(
         self,
         feats: np.ndarray,
-        bank: np.ndarray,
-        backend: ModuleType,
+        bank: MemoryBank,
+        mapper: AnomalyMapper,
         timings: dict[str, float] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Maps (B, crop, crop) float32 and max scores (B,) float64 of feature grids."""
         t0 = time.perf_counter()
-        scores, nearest = mb.patch_scores(
-            feats, bank, self.k, backend=backend, threads=self.threads
-        )
+        scores, nearest = bank.search(feats, self.k)
         t1 = time.perf_counter()
-        maps = mb.score_maps(
-            scores, int(self.crop), float(self.sigma), backend=backend, threads=self.threads
-        )
-        smax = maps.reshape(maps.shape[0], -1).max(axis=1).astype(np.float64)
+        maps = mapper(scores)
+        smax = mapper.max_scores(maps)
         if self.reweight:
-            smax = smax * mb.reweight_factors(
-                feats, scores, nearest, bank, backend=backend, threads=self.threads
-            )
+            smax = smax * bank.reweight(feats, scores, nearest)
         if timings is not None:
             timings["knn"] += t1 - t0
             timings["map"] += time.perf_counter() - t1
         return maps, smax
 
-    def _describe(
-        self,
-        maps: np.ndarray,
-        components: Sequence[str],
-        threshold: float,
-        backend: ModuleType,
-    ) -> np.ndarray:
-        phi = backend.describe(
-            maps, tuple(components), threshold=float(threshold), threads=self.threads
-        )
-        return np.asarray(phi, dtype=np.float64)
-
     def _calibration_maps(
-        self, mode: str, feats: np.ndarray, p: dict[str, Any], backend: ModuleType
+        self, mode: str, feats: np.ndarray, p: dict[str, Any], bank: MemoryBank
     ) -> tuple[np.ndarray, np.ndarray]:
         """Calibration maps (N, crop, crop) and max scores (N,) of the train images."""
-        n = feats.shape[0]
-        d = feats.shape[-1]
+        mapper = self._mapper()
         if mode == "train":
-            return self._score(feats, self.bank_, backend)
-        maps = np.empty((n, p["crop"], p["crop"]), dtype=np.float32)
-        smax = np.empty(n, dtype=np.float64)
-        perm, parts = _fold_parts(n, p["folds"], p["seed"])
-        for held in _progress(parts, bool(self.progress), len(parts), "cross-fit"):
-            rest = np.setdiff1d(perm, held)
-            bank = mb.build_bank(
-                feats[rest].reshape(-1, d),
-                p["coreset_ratio"],
-                projection_dim=p["projection_dim"],
-                seed=p["seed"],
-                backend=backend,
-                threads=self.threads,
-            )
-            if p["k"] > bank.shape[0]:
-                raise ValueError(
-                    f"k={p['k']} exceeds the {bank.shape[0]} vectors of a cross-fit bank; "
-                    "lower k, raise coreset_ratio or use fewer folds"
-                )
-            for chunk in iter_batches(list(held), p["batch_size"]):
-                idx = np.asarray(chunk, dtype=np.int64)
-                maps[idx], smax[idx] = self._score(feats[idx], bank, backend)
-        return maps, smax
+            return self._score(feats, bank, mapper)
+        return crossfit_maps(
+            feats,
+            folds=p["folds"],
+            seed=p["seed"],
+            k=p["k"],
+            batch_size=p["batch_size"],
+            build=lambda f: self._build_bank(f, p),
+            score=lambda f, b: self._score(f, b, mapper),
+            show_progress=bool(self.progress),
+        )
 
     # ---------------------------------------------------------------------------------------
     # public API
-
     def fit(self, images: object) -> Detector:
         """Fit the bank and the StructCore calibration on defect-free images.
 
@@ -561,15 +422,21 @@ class Detector:
         CalibrationWarning
             A configured descriptor component has zero variance on the calibration maps.
         """
-        p = self._validated()
+        p = self.validate_params()
         self._reset()
-        backend = mb.backend_module(self.backend)
         items = as_image_list(images)
         modes = self._fit_modes(len(items), p, "images")
         timings = dict.fromkeys(("preprocess", "features", "bank", "calibration"), 0.0)
         self.extractor_ = self._new_extractor(p)
-        feats = self._features(self.extractor_, items, p["batch_size"], timings)
-        return self._fit_on_features(feats, None, p, modes, backend, timings)
+        feats = self.extractor_.extract(
+            items,
+            resize=self.resize,
+            crop=self.crop,
+            batch_size=p["batch_size"],
+            timings=timings,
+            show_progress=bool(self.progress),
+        )
+        return self._fit_on_features(feats, None, p, modes, timings)
 
     def _fit_modes(self, n: int, p: dict[str, Any], name: str) -> tuple[str, ...]:
         """The calibration modes ``fit`` computes for ``n`` train images (checks ``n``)."""
@@ -593,41 +460,43 @@ class Detector:
         bank: np.ndarray | None,
         p: dict[str, Any],
         modes: tuple[str, ...],
-        backend: ModuleType,
         timings: dict[str, float],
     ) -> Detector:
         """Steps 1 (bank) to 4 of the module docstring; ``extractor_`` is already set."""
         n, h, w, d = feats.shape
         t0 = time.perf_counter()
-        if bank is None:
-            bank = mb.build_bank(
-                feats.reshape(-1, d),
-                p["coreset_ratio"],
-                projection_dim=p["projection_dim"],
-                seed=p["seed"],
-                backend=backend,
-                threads=self.threads,
-            )
-        self.bank_ = bank
-        if p["k"] > self.bank_.shape[0]:
-            raise ValueError(f"k={p['k']} exceeds the {self.bank_.shape[0]} bank vectors")
+        final = (
+            self._build_bank(feats, p)
+            if bank is None
+            else MemoryBank(bank, backend=self.backend, threads=self.threads)
+        )
+        if p["k"] > len(final):
+            raise ValueError(f"k={p['k']} exceeds the {len(final)} bank vectors")
+        self.bank_ = final.vectors
         t1 = time.perf_counter()
         timings["bank"] = t1 - t0
 
-        paper, extended, _ = _component_sets()
         self.components_ = p["components"]
-        self.stored_components_ = tuple(extended) + tuple(
-            c for c in dict.fromkeys(paper + self.components_) if c not in extended
+        self.stored_components_ = tuple(EXTENDED_COMPONENTS) + tuple(
+            c
+            for c in dict.fromkeys(PAPER_COMPONENTS + self.components_)
+            if c not in EXTENDED_COMPONENTS
         )
         self.calibration_modes_ = modes
         self.pixel_thresholds_: dict[str, float] = {}
         self.train_phi_: dict[str, np.ndarray] = {}
         self.train_max_: dict[str, np.ndarray] = {}
         for mode in modes:
-            maps, smax = self._calibration_maps(mode, feats, p, backend)
-            t = float(np.quantile(maps, float(self.pixel_quantile)))
-            self.pixel_thresholds_[mode] = t
-            self.train_phi_[mode] = self._describe(maps, self.stored_components_, t, backend)
+            maps, smax = self._calibration_maps(mode, feats, p, final)
+            described = Descriptor.fit(
+                maps,
+                self.stored_components_,
+                self.pixel_quantile,
+                backend=self.backend,
+                threads=self.threads,
+            )
+            self.pixel_thresholds_[mode] = described.threshold
+            self.train_phi_[mode] = described(maps)
             self.train_max_[mode] = smax
             del maps
         timings["calibration"] = time.perf_counter() - t1
@@ -641,6 +510,7 @@ class Detector:
         return self
 
     def _fit_calibrator(self, warn: bool) -> None:
+        """Stage 5 on the stored calibration descriptors (step 4 of the module docstring)."""
         mode = str(self.calibration)
         cols = [self.stored_components_.index(c) for c in self.components_]
         cal = StructCalibrator(self.norm, self.lam, self.threshold_quantile, names=self.components_)
@@ -654,8 +524,11 @@ class Detector:
         if tmode != mode:
             scores = cal.score(self.train_phi_[tmode][:, cols], self.train_max_[tmode])
             cal.decision_threshold_ = float(np.quantile(scores, float(self.threshold_quantile)))
+        self._set_calibrator(cal, self.pixel_thresholds_[mode])
+
+    def _set_calibrator(self, cal: StructCalibrator, threshold: float) -> None:
         self.calibrator_ = cal
-        self.pixel_threshold_ = self.pixel_thresholds_[mode]
+        self.pixel_threshold_ = threshold
         self.mu_ = cal.mu_
         self.sigma_ = cal.sigma_
         self.lambda_ = cal.lambda_
@@ -689,28 +562,46 @@ class Detector:
         """
         self._check_fitted()
         check_choice(errors, "errors", ("raise", "skip"))
-        skip = errors == "skip"
-        bs = self.batch_size if batch_size is None else batch_size
-        bs = check_int(bs, "batch_size", low=1)
-        backend = mb.backend_module(self.backend)
+        bs = check_int(self.batch_size if batch_size is None else batch_size, "batch_size", low=1)
         items = as_image_list(images)
-        n = len(items)
         timings = dict.fromkeys(
             ("preprocess", "features", "knn", "map", "descriptor", "calibration"), 0.0
         )
-        crop = int(self.crop)
-        n_comp = len(self.components_)
+        st = self.stages()
+        maps, smax, phi, valid, failed = self._predict_maps(items, bs, errors, st, timings)
+        t0 = time.perf_counter()
+        n, n_comp = len(items), len(self.components_)
+        z = np.full((n, n_comp), np.nan, dtype=np.float64)
+        dist, score = np.full(n, np.nan), np.full(n, np.nan)
+        decision = np.zeros(n, dtype=bool)
+        if valid.any():
+            z[valid], dist[valid], score[valid] = st.calibrator.transform(phi[valid], smax[valid])
+            decision[valid] = st.calibrator.decide(score[valid])
+        timings["calibration"] = time.perf_counter() - t0
+        return Prediction(
+            maps, smax, dist, score, phi, z, decision, timings, valid=valid, errors=failed
+        )
+
+    def _predict_maps(
+        self,
+        items: list[object],
+        bs: int,
+        errors: str,
+        st: Stages,
+        timings: dict[str, float],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[int, str]]:
+        """Stages 1-4 of ``predict``, ``bs`` images at a time: maps, max, phi, valid, errors."""
+        n, crop = len(items), int(self.crop)
         maps = np.full((n, crop, crop), np.nan, dtype=np.float32)
         smax = np.full(n, np.nan, dtype=np.float64)
-        phi = np.full((n, n_comp), np.nan, dtype=np.float64)
+        phi = np.full((n, len(self.components_)), np.nan, dtype=np.float64)
         valid = np.zeros(n, dtype=bool)
         failed: dict[int, str] = {}
-        total = (n + bs - 1) // bs
         starts = range(0, n, bs)
-        for start in _progress(starts, bool(self.progress), total, "predict"):
+        for start in progress(starts, bool(self.progress), len(starts), "predict"):
             batch = items[start : start + bs]
             t0 = time.perf_counter()
-            if skip:
+            if errors == "skip":
                 x, ok = self._preprocess_skipping(batch, start, failed)
             else:
                 x = preprocess(batch, self.resize, self.crop, offset=start)
@@ -719,32 +610,14 @@ class Detector:
             timings["preprocess"] += t1 - t0
             if ok.size == 0:
                 continue
-            feats = self.extractor_(x)
+            feats = st.extractor(x)
             timings["features"] += time.perf_counter() - t1
-            bmaps, bmax = self._score(feats, self.bank_, backend, timings)
+            maps[ok], smax[ok] = self._score(feats, st.bank, st.mapper, timings)
             t2 = time.perf_counter()
-            phi[ok] = self._describe(bmaps, self.components_, self.pixel_threshold_, backend)
+            phi[ok] = st.descriptor(maps[ok])
             timings["descriptor"] += time.perf_counter() - t2
-            maps[ok] = bmaps
-            smax[ok] = bmax
             valid[ok] = True
-        t3 = time.perf_counter()
-        if valid.all():
-            z, dist, score = self.calibrator_.transform(phi, smax)
-            decision = self.calibrator_.decide(score)
-        else:
-            z = np.full((n, n_comp), np.nan, dtype=np.float64)
-            dist = np.full(n, np.nan, dtype=np.float64)
-            score = np.full(n, np.nan, dtype=np.float64)
-            decision = np.zeros(n, dtype=bool)
-            if valid.any():
-                zv, dv, sv = self.calibrator_.transform(phi[valid], smax[valid])
-                z[valid], dist[valid], score[valid] = zv, dv, sv
-                decision[valid] = self.calibrator_.decide(sv)
-        timings["calibration"] = time.perf_counter() - t3
-        return Prediction(
-            maps, smax, dist, score, phi, z, decision, timings, valid=valid, errors=failed
-        )
+        return maps, smax, phi, valid, failed
 
     def _preprocess_skipping(
         self, batch: list[object], start: int, failed: dict[int, str]
@@ -785,53 +658,14 @@ class Detector:
         scores : dict of str to ndarray of shape (B,), float64
             Keys: ``"max"``, ``"structcore"``, ``"struct_only"``,
             ``"{descriptor}/{norm}/{lam}/{mode}"`` and ``"struct/{descriptor}/{norm}/{mode}"``
-            (see the module docstring for the grid).
+            (see :mod:`structcore.research.grid`).
         """
-        self._check_fitted()
-        backend = mb.backend_module(self.backend)
-        m = as_float_array(maps, "maps", ndim=3)
-        if m.shape[1:] != (self.crop, self.crop):
-            raise ValueError(
-                f"maps must have shape (B, {self.crop}, {self.crop}) like predict's maps; "
-                f"got {m.shape}"
-            )
-        b = m.shape[0]
-        if score_max is None:
-            if self.reweight:
-                raise ValueError(
-                    "score_max is required when reweight=True (pass Prediction.score_max)"
-                )
-            mx = m.reshape(b, -1).max(axis=1).astype(np.float64)
-        else:
-            mx = as_float_array(score_max, "score_max", ndim=1, dtype=np.float64)
-            if mx.shape != (b,):
-                raise ValueError(f"score_max must have shape ({b},); got {mx.shape}")
-        phi = self._describe(m, self.components_, self.pixel_threshold_, backend)
-        _, dist, score = self.calibrator_.transform(phi, mx)
-        out: dict[str, np.ndarray] = {"max": mx, "structcore": score, "struct_only": dist}
-        paper, extended, _ = _component_sets()
-        for mode in self.calibration_modes_:
-            phi_all = self._describe(
-                m, self.stored_components_, self.pixel_thresholds_[mode], backend
-            )
-            for dname, comps in (("paper", paper), ("extended", extended)):
-                cols = [self.stored_components_.index(c) for c in comps]
-                for norm in ("l2", "linf"):
-                    for lam in ("auto", GRID_LAMBDA):
-                        cal = StructCalibrator(norm, lam, self.threshold_quantile, names=comps)
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore", CalibrationWarning)
-                            cal.fit(self.train_phi_[mode][:, cols], self.train_max_[mode])
-                        _, dd, ss = cal.transform(phi_all[:, cols], mx)
-                        lam_key = "auto" if isinstance(lam, str) else f"{lam:g}"
-                        out[f"{dname}/{norm}/{lam_key}/{mode}"] = ss
-                        if isinstance(lam, str):
-                            out[f"struct/{dname}/{norm}/{mode}"] = dd
-        return out
+        from .research.grid import variant_scores
+
+        return variant_scores(self, maps, score_max)
 
     # ---------------------------------------------------------------------------------------
     # the pipeline's pieces, public: features, maps and calibration maps (cached features)
-
     def features(self, images: object, batch_size: int | None = None) -> np.ndarray:
         """Patch features of images: what :meth:`fit` and :meth:`predict` score.
 
@@ -863,9 +697,15 @@ class Detector:
         if hasattr(self, "bank_"):
             extractor = self.extractor_
         else:
-            extractor = self._new_extractor(self._validated())
+            extractor = self._new_extractor(self.validate_params())
         bs = check_int(self.batch_size if batch_size is None else batch_size, "batch_size", low=1)
-        return self._features(extractor, as_image_list(images), bs)
+        return extractor.extract(
+            as_image_list(images),
+            resize=self.resize,
+            crop=self.crop,
+            batch_size=bs,
+            show_progress=bool(self.progress),
+        )
 
     def fit_features(self, features: object, bank: object = None) -> Detector:
         """Fit from patch features instead of images (e.g. features cached on disk).
@@ -926,7 +766,7 @@ class Detector:
         >>> bool(np.array_equal(cal_max, det.train_max_["crossfit"]))
         True
         """
-        p = self._validated()
+        p = self.validate_params()
         feats = as_float_array(features, "features", ndim=4)
         n, h, w, d = feats.shape
         modes = self._fit_modes(n, p, "features")
@@ -950,7 +790,7 @@ class Detector:
         self._reset()
         self.extractor_ = extractor
         timings = dict.fromkeys(("preprocess", "features", "bank", "calibration"), 0.0)
-        return self._fit_on_features(feats, b, p, modes, mb.backend_module(self.backend), timings)
+        return self._fit_on_features(feats, b, p, modes, timings)
 
     def _feature_shape(self, extractor: FeatureExtractor) -> tuple[int, int, int]:
         """(h, w, feature_dim) of ``extractor`` at ``crop`` px, from one blank image."""
@@ -1007,17 +847,16 @@ class Detector:
             Non-float, wrong rank or shape, empty or non-finite ``features``; bad
             ``batch_size``.
         """
-        self._check_fitted()
+        st = self.stages()
         feats = self._check_features(features, "features")
         bs = check_int(self.batch_size if batch_size is None else batch_size, "batch_size", low=1)
-        backend = mb.backend_module(self.backend)
         n = feats.shape[0]
         crop = int(self.crop)
         maps = np.empty((n, crop, crop), dtype=np.float32)
         smax = np.empty(n, dtype=np.float64)
         for start in range(0, n, bs):
             sl = slice(start, start + bs)
-            maps[sl], smax[sl] = self._score(feats[sl], self.bank_, backend)
+            maps[sl], smax[sl] = self._score(feats[sl], st.bank, st.mapper)
         return maps, smax
 
     def calibration_maps(
@@ -1056,8 +895,8 @@ class Detector:
             Bad ``features`` (as :meth:`anomaly_maps`), an unknown ``mode``, fewer images
             than ``folds`` for ``"crossfit"``, or ``k`` above a cross-fit bank's size.
         """
-        self._check_fitted()
-        p = self._validated()
+        st = self.stages()
+        p = self.validate_params()
         m = p["calibration"] if mode is None else check_choice(mode, "mode", CALIBRATION_MODES)
         feats = self._check_features(features, "features")
         n = feats.shape[0]
@@ -1065,7 +904,7 @@ class Detector:
             raise ValueError(
                 f"features: cross-fitting needs at least folds={p['folds']} images; got {n}"
             )
-        return self._calibration_maps(m, feats, p, mb.backend_module(self.backend))
+        return self._calibration_maps(m, feats, p, st.bank)
 
     def crossfit_folds(self, n_images: int) -> np.ndarray:
         """The cross-fit fold of each of ``n_images`` train images (``folds``, ``seed``).
@@ -1082,22 +921,49 @@ class Detector:
             by ``numpy.array_split``; an image's cross-fit map comes from the bank of the
             other folds' images.
         """
-        folds = check_int(self.folds, "folds", low=2)
-        seed = check_int(self.seed, "seed", low=0, high=2**63 - 1)
-        n = check_int(n_images, "n_images", low=folds)
-        out = np.empty(n, dtype=np.int64)
-        for i, part in enumerate(_fold_parts(n, folds, seed)[1]):
-            out[part] = i
-        return out
+        return crossfit_folds(n_images, self.folds, self.seed)
 
     # ---------------------------------------------------------------------------------------
-    # persistence (see structcore.io for the format)
+    # persistence: plain state to and from structcore.io (the file format lives there)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the fitted detector to ``path`` (.npz + JSON metadata, no pickle)."""
-        from .io import save_detector
+        """Write the fitted detector to ``path`` (.npz + JSON metadata, no pickle).
 
-        save_detector(self, path)
+        The file holds :class:`structcore.io.DetectorState` (format in :mod:`structcore.io`);
+        the C++ ``structcore::Scorer`` reads it too.
+
+        Raises
+        ------
+        NotFittedError
+            Before :meth:`fit` / :meth:`load`.
+        ValueError
+            A parameter value that JSON cannot hold.
+        """
+        self._check_fitted()
+        write_state(self._state(), path)
+
+    def _state(self) -> DetectorState:
+        return DetectorState(
+            config=self.get_params(),
+            layers=tuple(self.extractor_.layers),
+            weights_sha256=self.weights_sha256_,
+            components=tuple(self.components_),
+            stored_components=tuple(self.stored_components_),
+            calibration=str(self.calibration),
+            calibration_modes=tuple(self.calibration_modes_),
+            feature_grid=self.feature_grid_,
+            feature_dim=self.feature_dim_,
+            n_train=self.n_train_,
+            lam=float(self.lambda_),
+            decision_threshold=float(self.decision_threshold_),
+            pixel_threshold=float(self.pixel_threshold_),
+            pixel_thresholds=dict(self.pixel_thresholds_),
+            bank=self.bank_,
+            mu=self.mu_,
+            sigma=self.sigma_,
+            train_phi=dict(self.train_phi_),
+            train_max=dict(self.train_max_),
+        )
 
     @classmethod
     def load(
@@ -1117,12 +983,105 @@ class Detector:
 
         Raises
         ------
+        FileNotFoundError
+            No file at ``path``.
         ValueError
             Truncated, tampered, wrong-version or inconsistent files; mismatching weights.
         """
-        from .io import load_detector
+        state = read_state(path)
+        try:
+            return cls.from_state(state, weights=weights, device=device)
+        except InvalidModelFile as exc:
+            raise invalid_file_error(path, str(exc)) from None
 
-        return load_detector(cls, path, weights=weights, device=device)
+    @classmethod
+    def from_state(
+        cls, state: DetectorState, *, weights: object = "config", device: object = None
+    ) -> Detector:
+        """Build a fitted detector from plain state (:func:`structcore.io.read_state`).
+
+        Parameters
+        ----------
+        state : DetectorState
+        weights, device
+            As :meth:`load`.
+
+        Raises
+        ------
+        structcore.io.InvalidModelFile
+            The state's config is not a valid detector, or disagrees with its arrays
+            (:meth:`load` turns it into a ``ValueError`` naming the file).
+        ValueError
+            The backbone weights differ from those the state was fitted with.
+        """
+        det, p = cls._configured(state, weights, device)
+        extractor = FeatureExtractor(
+            det.backbone,
+            list(state.layers),
+            det.weights,
+            p["dim"],
+            det.device,
+            p["seed"],
+            p["backbone_precision"],
+        )
+        if extractor.weights_sha256 != state.weights_sha256:
+            raise ValueError(
+                f"the backbone weights ({det.weights!r}, sha256 {extractor.weights_sha256[:12]}"
+                f"...) differ from those the detector was fitted with (sha256 "
+                f"{state.weights_sha256[:12]}...); pass Detector.load(path, weights=...) "
+                "with the original weights"
+            )
+        det.extractor_ = extractor
+        det.bank_ = np.ascontiguousarray(state.bank, dtype=np.float32)
+        det.components_ = tuple(state.components)
+        det.stored_components_ = tuple(state.stored_components)
+        det.calibration_modes_ = tuple(state.calibration_modes)
+        det.pixel_thresholds_ = dict(state.pixel_thresholds)
+        det.train_phi_ = dict(state.train_phi)
+        det.train_max_ = dict(state.train_max)
+        det.feature_grid_ = tuple(state.feature_grid)
+        det.feature_dim_ = int(state.feature_dim)
+        det.n_train_ = int(state.n_train)
+        det.weights_sha256_ = extractor.weights_sha256
+        cal = StructCalibrator(det.norm, det.lam, det.threshold_quantile, names=state.components)
+        cal._restore(state.mu, state.sigma, state.lam, state.decision_threshold)
+        det._set_calibrator(cal, state.pixel_threshold)
+        return det
+
+    @classmethod
+    def _configured(
+        cls, state: DetectorState, weights: object, device: object
+    ) -> tuple[Detector, dict[str, Any]]:
+        """An unfitted detector with the state's parameters (validated) and those values."""
+        try:
+            det = cls(**state.config)
+        except TypeError as exc:
+            raise InvalidModelFile(f"config holds unknown parameters ({exc})") from exc
+        if weights != "config":
+            det.weights = weights  # type: ignore[assignment]
+        if device is not None:
+            det.device = device  # type: ignore[assignment]
+        try:
+            p = det.validate_params()
+        except (TypeError, ValueError) as exc:
+            raise InvalidModelFile(f"config is invalid ({type(exc).__name__}: {exc})") from exc
+        if det.weights is not None and not isinstance(det.weights, (str, os.PathLike)):
+            raise InvalidModelFile(
+                f"config.weights must be 'default', a path or null; got {det.weights!r:.200}"
+            )
+        if not isinstance(det.device, str):
+            raise InvalidModelFile(f"config.device must be a string; got {det.device!r:.200}")
+        if p["calibration"] not in state.calibration_modes:
+            raise InvalidModelFile(
+                f"calibration {p['calibration']!r} was not fitted ({list(state.calibration_modes)})"
+            )
+        if tuple(p["components"]) != tuple(state.components):
+            raise InvalidModelFile("components disagree with config.descriptor")
+        if p["k"] > state.bank.shape[0]:
+            raise InvalidModelFile(
+                f"config.k = {p['k']} exceeds the bank's {state.bank.shape[0]} rows"
+            )
+        return det, p
 
 
 def _same(a: object, b: object) -> bool:

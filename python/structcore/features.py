@@ -1,4 +1,7 @@
-"""Backbones, their weights, and PatchCore's locally aware patch features (METHOD.md §1.2).
+"""Stage 1 of the detector: backbones, weights and PatchCore's patch features (METHOD.md §1.2).
+
+:class:`FeatureExtractor` is the stage (``images -> features``; :meth:`FeatureExtractor.extract`
+preprocesses and batches, ``__call__`` runs the backbone on a preprocessed batch).
 
 Backbones (``BACKBONES``) and their default layers:
 
@@ -53,7 +56,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -463,6 +467,51 @@ class FeatureExtractor:
                 f"weights {weights!r} do not fit this backbone: missing keys "
                 f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
             )
+
+    def extract(
+        self,
+        images: Sequence[object],
+        *,
+        resize: int,
+        crop: int,
+        batch_size: int,
+        timings: dict[str, float] | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Patch features of images: preprocess (:func:`structcore.images.preprocess`) and
+        run the backbone, ``batch_size`` images at a time.
+
+        Parameters
+        ----------
+        images : sequence of images
+            Single images of any supported kind (:func:`structcore.images.as_image_list`).
+        resize, crop : int
+            Preprocessing: shorter side to ``resize`` px, centre crop ``crop`` px.
+        batch_size : int >= 1
+            Images per backbone batch.
+        timings : dict or None
+            When given, seconds are added to its ``"preprocess"`` and ``"features"`` keys.
+        show_progress : bool
+            A tqdm bar over the batches.
+
+        Returns
+        -------
+        features : ndarray of shape (N, h, w, feature_dim), float32
+        """
+        from ._progress import progress
+        from .images import iter_batches, preprocess
+
+        out: list[np.ndarray] = []
+        total = (len(images) + batch_size - 1) // batch_size
+        for batch in progress(iter_batches(images, batch_size), show_progress, total, "features"):
+            t0 = time.perf_counter()
+            x = preprocess(batch, resize, crop)
+            t1 = time.perf_counter()
+            out.append(self(x))
+            if timings is not None:
+                timings["preprocess"] += t1 - t0
+                timings["features"] += time.perf_counter() - t1
+        return np.concatenate(out, axis=0)
 
     def __call__(self, batch: Any) -> np.ndarray:
         """Patch features of a preprocessed batch.

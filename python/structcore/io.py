@@ -59,13 +59,12 @@ import os
 import struct
 import zipfile
 import zlib
-from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import IO, Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .detector import Detector
+from .calibration import CALIBRATION_MODES
 
 __all__ = [
     "FORMAT_NAME",
@@ -74,17 +73,20 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_METADATA_BYTES",
     "READABLE_VERSIONS",
+    "DetectorState",
+    "InvalidModelFile",
     "array_checksum",
-    "load_detector",
+    "invalid_file_error",
     "read_model_file",
-    "save_detector",
+    "read_state",
     "seal_metadata",
+    "write_state",
 ]
 
 FORMAT_NAME = "structcore.detector"
-#: Version written by :func:`save_detector`.
+#: Version written by :func:`write_state`.
 FORMAT_VERSION = 2
-#: Versions :func:`load_detector` reads (1: checksum over the arrays only).
+#: Versions :func:`read_state` reads (1: checksum over the arrays only).
 READABLE_VERSIONS = (1, 2)
 #: Largest total size of the array entries, in bytes (8 GiB).
 MAX_FILE_BYTES = 2**33
@@ -162,41 +164,54 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def save_detector(det: Detector, path: str | os.PathLike[str]) -> None:
-    """Write ``det`` (fitted) to ``path``; the file name is used as given."""
+def write_state(state: DetectorState, path: str | os.PathLike[str]) -> None:
+    """Write a fitted detector's state to ``path`` (the file name is used as given).
+
+    Parameters
+    ----------
+    state : DetectorState
+        What :meth:`structcore.Detector.save` hands over (``structcore_version`` is replaced
+        by this package's version).
+    path : str or path-like
+
+    Raises
+    ------
+    ValueError
+        A setting of ``state.config`` is not JSON-serialisable (or not finite).
+    """
     from . import __version__
 
-    det._check_fitted()
     arrays: dict[str, np.ndarray] = {
-        "bank": np.ascontiguousarray(det.bank_, dtype=np.float32),
-        "mu": np.asarray(det.mu_, dtype=np.float64),
-        "sigma": np.asarray(det.sigma_, dtype=np.float64),
+        "bank": np.ascontiguousarray(state.bank, dtype=np.float32),
+        "mu": np.asarray(state.mu, dtype=np.float64),
+        "sigma": np.asarray(state.sigma, dtype=np.float64),
     }
-    for mode in det.calibration_modes_:
-        arrays[f"train_phi.{mode}"] = np.asarray(det.train_phi_[mode], dtype=np.float64)
-        arrays[f"train_max.{mode}"] = np.asarray(det.train_max_[mode], dtype=np.float64)
-    config = {k: _jsonable(v) for k, v in det.get_params().items()}
-    config["device"] = str(config["device"])
+    for mode in state.calibration_modes:
+        arrays[f"train_phi.{mode}"] = np.asarray(state.train_phi[mode], dtype=np.float64)
+        arrays[f"train_max.{mode}"] = np.asarray(state.train_max[mode], dtype=np.float64)
+    config = {k: _jsonable(v) for k, v in state.config.items()}
+    if "device" in config:
+        config["device"] = str(config["device"])
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "structcore_version": __version__,
         "config": config,
-        "backbone": det.backbone,
-        "layers": list(det.extractor_.layers),
-        "weights_sha256": det.weights_sha256_,
-        "feature_dim": det.feature_dim_,
-        "feature_grid": list(det.feature_grid_),
-        "components": list(det.components_),
-        "stored_components": list(det.stored_components_),
-        "calibration": det.calibration,
-        "calibration_modes": list(det.calibration_modes_),
+        "backbone": config.get("backbone"),
+        "layers": list(state.layers),
+        "weights_sha256": state.weights_sha256,
+        "feature_dim": int(state.feature_dim),
+        "feature_grid": [int(v) for v in state.feature_grid],
+        "components": list(state.components),
+        "stored_components": list(state.stored_components),
+        "calibration": state.calibration,
+        "calibration_modes": list(state.calibration_modes),
         "fitted": {
-            "lambda": float(det.lambda_),
-            "decision_threshold": float(det.decision_threshold_),
-            "pixel_threshold": float(det.pixel_threshold_),
-            "pixel_thresholds": {m: float(t) for m, t in det.pixel_thresholds_.items()},
-            "n_train": int(det.n_train_),
+            "lambda": float(state.lam),
+            "decision_threshold": float(state.decision_threshold),
+            "pixel_threshold": float(state.pixel_threshold),
+            "pixel_thresholds": {m: float(t) for m, t in state.pixel_thresholds.items()},
+            "n_train": int(state.n_train),
         },
         "arrays": {n: {"dtype": a.dtype.str, "shape": list(a.shape)} for n, a in arrays.items()},
     }
@@ -213,13 +228,25 @@ def save_detector(det: Detector, path: str | os.PathLike[str]) -> None:
 # reading
 
 
-class _Bad(Exception):
-    """Internal: why a file is invalid (turned into one ValueError naming the file)."""
+class InvalidModelFile(Exception):
+    """Why a file's content is invalid; readers turn it into :func:`invalid_file_error`.
+
+    Raised by the checks of :func:`read_state` (and by the detector's own checks of a
+    state); never escapes the public readers.
+    """
 
 
-def _bad(path: object, why: str) -> ValueError:
+_Bad = InvalidModelFile
+
+
+def invalid_file_error(path: object, why: str) -> ValueError:
+    """The one error every invalid model file raises: ``"<path> is not a valid structcore
+    detector file: <why>"``."""
     name = os.fspath(path) if isinstance(path, (str, os.PathLike)) else str(path)
     return ValueError(f"{name!s} is not a valid structcore detector file: {why}")
+
+
+_bad = invalid_file_error
 
 
 def _reject_constant(token: str) -> float:
@@ -431,21 +458,59 @@ def read_model_file(
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class DetectorState:
+    """A fitted detector as plain data: what a model file holds (module docstring).
+
+    :meth:`structcore.Detector.save` builds one and :func:`write_state` writes it;
+    :func:`read_state` reads and checks one and :meth:`structcore.Detector.load` builds the
+    detector from it. Nothing here knows the detector class.
+
+    Attributes
+    ----------
+    config : dict of str to object
+        Every constructor parameter of the detector (JSON values).
+    layers : tuple of str
+        Backbone layers, shallowest first.
+    weights_sha256 : str
+        Hash of the backbone weights (:attr:`structcore.features.FeatureExtractor.weights_sha256`).
+    components, stored_components : tuple of str
+        Configured descriptor components; columns of ``train_phi``.
+    calibration : str
+        The configured calibration mode.
+    calibration_modes : tuple of str
+        The fitted modes (keys of ``train_phi``, ``train_max``, ``pixel_thresholds``).
+    feature_grid : (int, int)
+    feature_dim, n_train : int
+    lam, decision_threshold, pixel_threshold : float
+    pixel_thresholds : dict of str to float
+    bank : ndarray of shape (n_bank, feature_dim), float32
+    mu, sigma : ndarray of shape (len(components),), float64
+    train_phi : dict of str to ndarray of shape (n_train, len(stored_components)), float64
+    train_max : dict of str to ndarray of shape (n_train,), float64
+    structcore_version : str
+        Version that wrote the file ("" for a state not read from a file).
+    """
+
     config: dict[str, Any]
-    layers: list[str]
+    layers: tuple[str, ...]
     weights_sha256: str
     components: tuple[str, ...]
-    stored: tuple[str, ...]
-    modes: tuple[str, ...]
-    grid: tuple[int, int]
+    stored_components: tuple[str, ...]
+    calibration: str
+    calibration_modes: tuple[str, ...]
+    feature_grid: tuple[int, int]
     feature_dim: int
     n_train: int
     lam: float
     decision_threshold: float
     pixel_threshold: float
     pixel_thresholds: dict[str, float]
-    bank_rows: int
+    bank: np.ndarray = field(repr=False)
+    mu: np.ndarray = field(repr=False)
+    sigma: np.ndarray = field(repr=False)
+    train_phi: dict[str, np.ndarray] = field(repr=False)
+    train_max: dict[str, np.ndarray] = field(repr=False)
+    structcore_version: str = ""
 
 
 def _str_list(value: object, what: str, *, nonempty: bool = True) -> list[str]:
@@ -468,10 +533,8 @@ def _finite(value: object, what: str) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Parsed:
+def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> DetectorState:
     """Check every metadata field the detector uses and its agreement with the arrays."""
-    from .detector import CALIBRATION_MODES
-
     config = meta.get("config")
     if not isinstance(config, dict):
         raise _Bad("config must be a JSON object")
@@ -504,6 +567,9 @@ def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Parsed:
         raise _Bad(f"fitted.lambda must be >= 0; got {lam!r}")
     decision = _finite(fitted.get("decision_threshold"), "fitted.decision_threshold")
     pixel = _finite(fitted.get("pixel_threshold"), "fitted.pixel_threshold")
+    calibration = meta.get("calibration")
+    if not isinstance(calibration, str):
+        calibration = config.get("calibration")
 
     bank = arrays.get("bank")
     mu, sigma = arrays.get("mu"), arrays.get("sigma")
@@ -533,106 +599,54 @@ def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Parsed:
             raise _Bad(f"arrays inconsistent with the metadata (train arrays of mode {mode!r})")
         if not (np.isfinite(phi).all() and np.isfinite(mx).all()):
             raise _Bad(f"the train arrays of mode {mode!r} hold NaN or Inf values")
-    return _Parsed(
+    version = meta.get("structcore_version")
+    return DetectorState(
         config=dict(config),
-        layers=layers,
+        layers=tuple(layers),
         weights_sha256=sha,
         components=comps,
-        stored=stored,
-        modes=modes,
-        grid=grid,
+        stored_components=stored,
+        calibration=str(calibration),
+        calibration_modes=modes,
+        feature_grid=grid,
         feature_dim=fdim,
         n_train=n_train,
         lam=lam,
         decision_threshold=decision,
         pixel_threshold=pixel,
         pixel_thresholds=pixel_thresholds,
-        bank_rows=int(bank.shape[0]),
+        bank=np.ascontiguousarray(bank),
+        mu=mu,
+        sigma=sigma,
+        train_phi={m: arrays[f"train_phi.{m}"] for m in modes},
+        train_max={m: arrays[f"train_max.{m}"] for m in modes},
+        structcore_version=version if isinstance(version, str) else "",
     )
 
 
-def _configured(
-    cls: type[Detector], parsed: _Parsed, weights: object, device: object
-) -> tuple[Detector, dict[str, Any]]:
-    """A detector with the saved parameters, validated, and its validated parameters."""
+def read_state(source: str | os.PathLike[str] | bytes) -> DetectorState:
+    """Read, verify and parse a model file into a :class:`DetectorState`.
+
+    Parameters
+    ----------
+    source : str, path-like or bytes
+        The file, or its content.
+
+    Returns
+    -------
+    state : DetectorState
+
+    Raises
+    ------
+    FileNotFoundError
+        ``source`` is a path that does not exist.
+    ValueError
+        Anything wrong with the file (see the module docstring): one message starting with
+        the path and ``is not a valid structcore detector file``.
+    """
+    meta, arrays = read_model_file(source)
     try:
-        det = cls(**parsed.config)
-    except TypeError as exc:
-        raise _Bad(f"config holds unknown parameters ({exc})") from exc
-    if weights != "config":
-        det.weights = weights  # type: ignore[assignment]
-    if device is not None:
-        det.device = device  # type: ignore[assignment]
-    try:
-        p = det._validated()
-    except (TypeError, ValueError) as exc:
-        raise _Bad(f"config is invalid ({type(exc).__name__}: {exc})") from exc
-    if det.weights is not None and not isinstance(det.weights, (str, os.PathLike)):
-        raise _Bad(f"config.weights must be 'default', a path or null; got {det.weights!r:.200}")
-    if not isinstance(det.device, str):
-        raise _Bad(f"config.device must be a string; got {det.device!r:.200}")
-    if p["calibration"] not in parsed.modes:
-        raise _Bad(f"calibration {p['calibration']!r} was not fitted ({list(parsed.modes)})")
-    if tuple(p["components"]) != parsed.components:
-        raise _Bad("components disagree with config.descriptor")
-    if p["k"] > parsed.bank_rows:
-        raise _Bad(f"config.k = {p['k']} exceeds the bank's {parsed.bank_rows} rows")
-    return det, p
-
-
-def load_detector(
-    cls: type[Detector],
-    path: str | os.PathLike[str],
-    *,
-    weights: object = "config",
-    device: object = None,
-) -> Detector:
-    """Read a file written by :func:`save_detector`; see :meth:`Detector.load`."""
-    from .calibration import StructCalibrator
-    from .features import FeatureExtractor
-
-    meta, arrays = read_model_file(path)
-    try:
-        parsed = _parse(meta, arrays)
-        det, p = _configured(cls, parsed, weights, device)
-    except _Bad as exc:
-        raise _bad(path, str(exc)) from None
-
-    extractor = FeatureExtractor(
-        det.backbone,
-        parsed.layers,
-        det.weights,
-        p["dim"],
-        det.device,
-        p["seed"],
-        p["backbone_precision"],
-    )
-    if extractor.weights_sha256 != parsed.weights_sha256:
-        raise ValueError(
-            f"the backbone weights ({det.weights!r}, sha256 {extractor.weights_sha256[:12]}...) "
-            f"differ from those the detector was fitted with (sha256 "
-            f"{parsed.weights_sha256[:12]}...); pass Detector.load(path, weights=...) "
-            "with the original weights"
-        )
-    modes = parsed.modes
-    det.extractor_ = extractor
-    det.bank_ = np.ascontiguousarray(arrays["bank"])
-    det.components_ = parsed.components
-    det.stored_components_ = parsed.stored
-    det.calibration_modes_ = modes
-    det.pixel_thresholds_ = dict(parsed.pixel_thresholds)
-    det.train_phi_ = {m: arrays[f"train_phi.{m}"] for m in modes}
-    det.train_max_ = {m: arrays[f"train_max.{m}"] for m in modes}
-    det.feature_grid_ = parsed.grid
-    det.feature_dim_ = parsed.feature_dim
-    det.n_train_ = parsed.n_train
-    det.weights_sha256_ = extractor.weights_sha256
-    cal = StructCalibrator(det.norm, det.lam, det.threshold_quantile, names=parsed.components)
-    cal._restore(arrays["mu"], arrays["sigma"], parsed.lam, parsed.decision_threshold)
-    det.calibrator_ = cal
-    det.pixel_threshold_ = parsed.pixel_threshold
-    det.mu_ = cal.mu_
-    det.sigma_ = cal.sigma_
-    det.lambda_ = cal.lambda_
-    det.decision_threshold_ = cal.decision_threshold_
-    return det
+        return _parse(meta, arrays)
+    except InvalidModelFile as exc:
+        name = "<bytes>" if isinstance(source, (bytes, bytearray, memoryview)) else source
+        raise invalid_file_error(name, str(exc)) from None

@@ -1,6 +1,8 @@
-"""PatchCore's memory bank: coreset selection, nearest-neighbour patch scores, score maps.
+"""Stage 2 of the detector, PatchCore's memory bank: coreset selection and patch scores.
 
-Thin glue between patch features (:mod:`structcore.features`) and the kernels; the heavy
+:class:`MemoryBank` is the stage (``features -> bank -> patch scores``); the free functions
+below are its steps. Thin glue between patch features (:mod:`structcore.features`) and the
+kernels; the heavy
 lifting happens in :func:`structcore.kernels.coreset`, :func:`~structcore.kernels.knn` and
 :func:`~structcore.kernels.anomaly_map` (``backend="cpp"``) or their NumPy twins in
 :mod:`structcore.reference` (``backend="reference"``). METHOD.md §1.3 and §2.
@@ -31,6 +33,7 @@ from ._validation import check_choice
 
 __all__ = [
     "REWEIGHT_NEIGHBORS",
+    "MemoryBank",
     "backend_module",
     "bank_size",
     "build_bank",
@@ -175,3 +178,128 @@ def reweight_factors(
     shift = dist.max(axis=1, keepdims=True)  # softmax-style stabilisation, cancels exactly
     denom = np.exp(dist - shift).sum(axis=1)
     return 1.0 - np.exp(d_star - shift[:, 0]) / denom
+
+
+class MemoryBank:
+    """The memory bank stage: a coreset of train patches and exact kNN patch scores.
+
+    Build it with :meth:`build` (greedy coreset of all train patch features, METHOD.md §1.3)
+    or wrap given vectors; :meth:`search` then scores feature grids (METHOD.md §2).
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_bank, dim), float32
+        The bank rows (kept as given: C-contiguous float32, finite; the caller validates).
+    backend : {"cpp", "reference"}
+        Kernels: :mod:`structcore.kernels` (C++) or :mod:`structcore.reference` (NumPy).
+    threads : int or None
+        Thread cap of the kernels (None: all OpenMP threads).
+
+    Attributes
+    ----------
+    vectors : ndarray of shape (n_bank, dim), float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> feats = np.random.default_rng(0).normal(size=(2, 4, 4, 8)).astype(np.float32)
+    >>> bank = MemoryBank.build(feats, 0.5, projection_dim=None, seed=0)
+    >>> len(bank), bank.dim
+    (16, 8)
+    >>> scores, nearest = bank.search(feats, k=1)
+    >>> scores.shape, float(scores.max()) < 1e-3
+    ((2, 4, 4), True)
+    """
+
+    def __init__(
+        self, vectors: np.ndarray, *, backend: str = "cpp", threads: int | None = None
+    ) -> None:
+        self.vectors = vectors
+        self.backend = backend
+        self.threads = threads
+        self._kernels = backend_module(backend)
+
+    @classmethod
+    def build(
+        cls,
+        features: np.ndarray,
+        ratio: float,
+        *,
+        projection_dim: int | None,
+        seed: int,
+        backend: str = "cpp",
+        threads: int | None = None,
+    ) -> MemoryBank:
+        """Select the bank from train patch features (:func:`build_bank`).
+
+        Parameters
+        ----------
+        features : ndarray of shape (N, h, w, dim) or (n_patches, dim), float32
+            Patch features of the train images (validated by the caller).
+        ratio : float in (0, 1]
+            Coreset ratio: ``max(1, round(ratio * n_patches))`` rows are kept.
+        projection_dim : int or None
+            Dimension of the coreset's seeded random projection (None: none).
+        seed : int
+            Coreset seed.
+        backend, threads
+            As the constructor.
+
+        Returns
+        -------
+        bank : MemoryBank
+        """
+        flat = features.reshape(-1, features.shape[-1])
+        vectors = build_bank(
+            flat,
+            ratio,
+            projection_dim=projection_dim,
+            seed=seed,
+            backend=backend_module(backend),
+            threads=threads,
+        )
+        return cls(vectors, backend=backend, threads=threads)
+
+    def __len__(self) -> int:
+        return int(self.vectors.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Dimension of a bank vector."""
+        return int(self.vectors.shape[1])
+
+    def search(self, features: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Patch scores of feature grids: :func:`patch_scores` against this bank.
+
+        Parameters
+        ----------
+        features : ndarray of shape (B, h, w, dim), float32
+        k : int
+            Neighbours averaged into a patch score (``1 <= k <= len(self)``).
+
+        Returns
+        -------
+        scores : ndarray of shape (B, h, w), float32
+            Euclidean distance to the nearest bank vector (mean of the ``k`` nearest).
+        nearest : ndarray of shape (B, h, w), int64
+            Row of the nearest bank vector.
+        """
+        return patch_scores(features, self.vectors, k, backend=self._kernels, threads=self.threads)
+
+    def reweight(self, features: np.ndarray, scores: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+        """PatchCore's density reweighting factor of each image (:func:`reweight_factors`).
+
+        Parameters
+        ----------
+        features : ndarray of shape (B, h, w, dim), float32
+        scores, nearest : ndarray of shape (B, h, w)
+            What :meth:`search` returned for ``features``.
+
+        Returns
+        -------
+        weights : ndarray of shape (B,), float64
+            In ``[0, 1)``; multiply the image's max score by it.
+        """
+        return reweight_factors(
+            features, scores, nearest, self.vectors, backend=self._kernels, threads=self.threads
+        )

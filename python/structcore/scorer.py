@@ -21,7 +21,7 @@ import numpy as np
 
 from . import _core
 from ._validation import as_float_array, check_threads
-from .detector import Prediction
+from .prediction import Prediction
 
 __all__ = ["Scorer"]
 

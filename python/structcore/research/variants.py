@@ -24,7 +24,7 @@ Building blocks (pure NumPy, float64 results):
   calibration maps), i.e. only the structure that max pooling does not already carry.
 
 :data:`VARIANTS` names every score of the ablation (``bench/accuracy.py``);
-:func:`score_variants` evaluates them on a :class:`structcore.ablation.MapSet`.
+:func:`score_variants` evaluates them on a :class:`structcore.research.ablation.MapSet`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import CalibrationWarning, StructCalibrator
+from ..calibration import CalibrationWarning, StructCalibrator
 
 __all__ = [
     "VARIANTS",
@@ -415,7 +415,7 @@ class VariantContext:
 
         Thresholded components use the ``q`` pixel quantile of the ``mode`` calibration maps.
         """
-        from .kernels import describe
+        from ..kernels import describe
 
         comps = tuple(comps)
         t = self.pixel_threshold(mode, q)
@@ -672,7 +672,7 @@ def score_variants(
 
     Parameters
     ----------
-    ms : structcore.ablation.MapSet
+    ms : structcore.research.ablation.MapSet
     names : sequence of str or None
     threads : int or None
 
@@ -702,7 +702,7 @@ def component_diagnostics(
 
     Parameters
     ----------
-    ms : structcore.ablation.MapSet
+    ms : structcore.research.ablation.MapSet
     rows : ndarray of int or None
         Test rows to use (default all).
     mode : {"crossfit", "train"}

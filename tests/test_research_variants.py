@@ -1,4 +1,4 @@
-"""Score variants of structcore.scores: shapes, invariances, one-sidedness, degenerate input."""
+"""Score variants of structcore.research.variants: shapes, invariances, one-sidedness, degenerate input."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from structcore import scores as sc
-from structcore.ablation import MapSet
+from structcore.research import variants as sc
+from structcore.research.ablation import MapSet
 from structcore.calibration import StructCalibrator
 
 

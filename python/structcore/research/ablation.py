@@ -1,7 +1,7 @@
 """Accuracy ablation of image scores: cached maps, paired bootstrap, leave-one-out selection.
 
 This module is the reusable half of ``bench/accuracy.py`` (issue 7). It holds no score
-definitions (those are in :mod:`structcore.scores`); it provides
+definitions (those are in :mod:`structcore.research.variants`); it provides
 
 * :class:`MapConfig` and :func:`config_hash`: what a cached set of maps depends on;
 * :func:`load_or_compute_maps`: the detector's own pipeline through its public pieces
@@ -182,7 +182,7 @@ def load_or_compute_maps(
     -------
     MapSet
     """
-    from .detector import Detector
+    from ..detector import Detector
 
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from structcore import ablation as ab
+from structcore.research import ablation as ab
 
 
 def test_auroc_matrix_matches_sklearn_with_ties() -> None:
