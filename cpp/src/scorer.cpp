@@ -13,6 +13,7 @@
 #include <system_error>
 
 #include "model_detail.hpp"
+#include "scorer_stages.hpp"
 #include "structcore/common.hpp"
 #include "structcore/descriptors.hpp"
 #include "structcore/knn.hpp"
@@ -33,38 +34,9 @@ constexpr const char* kFormatName = "structcore.detector";
 // its own 64 hex digits replaced by '0', then "\n", then the arrays), as python/structcore/io.py.
 constexpr int kFormatVersionMin = 1;
 constexpr int kFormatVersion = 2;
-/// PatchCore reweighting: bank neighbours of m* (anomalib's default; memory_bank.py).
-constexpr std::int64_t kReweightNeighbors = 9;
 /// Detector.predict uses describe()'s defaults for these two.
 constexpr double kTopRatio = 0.01;
 constexpr int kConnectivity = 8;
-
-// ---- NumPy-compatible float reductions -------------------------------------------------------
-
-/// numpy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src, PW_BLOCKSIZE 128): the
-/// order in which np.sum / np.mean add a contiguous row, so that float results match bit for
-/// bit. `a` holds n values with stride `stride` elements.
-template <class T>
-T pairwise_sum(const T* a, std::int64_t n, std::int64_t stride) noexcept {
-  if (n < 8) {
-    T res = T(0);
-    for (std::int64_t i = 0; i < n; ++i) res += a[i * stride];
-    return res;
-  }
-  if (n <= 128) {
-    T r[8];
-    for (int j = 0; j < 8; ++j) r[j] = a[j * stride];
-    std::int64_t i = 8;
-    for (; i < n - (n % 8); i += 8)
-      for (int j = 0; j < 8; ++j) r[j] += a[(i + j) * stride];
-    T res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
-    for (; i < n; ++i) res += a[i * stride];
-    return res;
-  }
-  std::int64_t n2 = n / 2;
-  n2 -= n2 % 8;
-  return pairwise_sum(a, n2, stride) + pairwise_sum(a + n2 * stride, n - n2, stride);
-}
 
 /// Python's round() of a non-negative double to an integer: half to even.
 std::int64_t round_half_even(double x) {
@@ -221,12 +193,13 @@ bool parse_component(const std::string& name, std::int32_t* code, double* q) {
 
 }  // namespace
 
+// The Python detector's stages, by name (scorer_stages.hpp, docs/ARCHITECTURE.md).
 struct Scorer::State {
   ModelInfo info;
-  std::vector<float> bank;
-  std::vector<std::int32_t> codes;
-  std::vector<double> quantiles;
-  std::int64_t top_k = 1;
+  stages::MemoryBank bank;
+  stages::AnomalyMapper mapper;
+  stages::Descriptor descriptor;
+  stages::StructCalibrator calibrator;
 };
 
 Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string& name) {
@@ -372,8 +345,8 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
       rd.bad("unknown descriptor component '" + c + "' in metadata field 'components'");
     if (std::find(stored.begin(), stored.end(), c) == stored.end())
       rd.bad("arrays inconsistent with the metadata (components/modes)");
-    state->codes.push_back(code);
-    state->quantiles.push_back(q);
+    state->descriptor.codes.push_back(code);
+    state->descriptor.quantiles.push_back(q);
   }
   if (std::find(modes.begin(), modes.end(), mi.calibration) == modes.end())
     rd.bad("arrays inconsistent with the metadata (components/modes)");
@@ -409,8 +382,10 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
   if (mi.k > mi.n_bank)
     rd.bad("config.k = " + std::to_string(mi.k) + " exceeds the " + std::to_string(mi.n_bank) +
            " bank vectors");
-  state->bank = bank.to_float32();
-  for (float v : state->bank)
+  state->bank.vectors = bank.to_float32();
+  state->bank.n_bank = mi.n_bank;
+  state->bank.dim = mi.feature_dim;
+  for (float v : state->bank.vectors)
     if (!std::isfinite(v)) rd.bad("the bank holds NaN or Inf");
 
   auto mu_it = arrays.find("mu");
@@ -436,7 +411,17 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
   }
 
   const std::int64_t n_pixels = mi.crop * mi.crop;
-  state->top_k = std::max<std::int64_t>(1, round_half_even(kTopRatio * double(n_pixels)));
+  state->descriptor.top_k =
+      std::max<std::int64_t>(1, round_half_even(kTopRatio * double(n_pixels)));
+  state->descriptor.threshold = mi.pixel_threshold;
+  state->descriptor.connectivity = kConnectivity;
+  state->mapper.crop = mi.crop;
+  state->mapper.sigma = mi.sigma;
+  state->calibrator.mu = mi.mu;
+  state->calibrator.sigma = mi.sigma_phi;
+  state->calibrator.norm = mi.norm;
+  state->calibrator.lambda = mi.lambda;
+  state->calibrator.decision_threshold = mi.decision_threshold;
   return Scorer(std::move(state));
 }
 
@@ -447,7 +432,7 @@ Scorer Scorer::load(const std::string& path) {
 }
 
 const ModelInfo& Scorer::info() const noexcept { return state_->info; }
-const std::vector<float>& Scorer::bank() const noexcept { return state_->bank; }
+const std::vector<float>& Scorer::bank() const noexcept { return state_->bank.vectors; }
 
 ScoreResult Scorer::score(const float* features, std::int64_t n_images, std::int64_t height,
                           std::int64_t width, std::int64_t dim, int threads) const {
@@ -504,7 +489,6 @@ void Scorer::score_into(const float* features, std::int64_t n_images, std::int64
 
   const std::int64_t N = mi.crop * mi.crop;
   const std::int64_t F = static_cast<std::int64_t>(mi.components.size());
-  const std::int64_t M = mi.n_bank;
   const std::int64_t k = mi.k;
   // Images per chunk: keeps the internal buffers (maps when the caller does not want them,
   // kNN results) to about 64 MiB whatever the batch size.
@@ -519,77 +503,30 @@ void Scorer::score_into(const float* features, std::int64_t n_images, std::int64
   std::vector<double> smax(static_cast<std::size_t>(chunk));
   std::vector<double> zrow(static_cast<std::size_t>(F));
 
+  // The stages, as Detector.predict runs them (scorer_stages.hpp).
   for (std::int64_t i0 = 0; i0 < n_images; i0 += chunk) {
     const std::int64_t c = std::min(chunk, n_images - i0);
     const float* feats = features + i0 * per_image;
-    knn(feats, c * P, st.bank.data(), M, D, k, dist.data(), idx.data(), threads);
-    for (std::int64_t q = 0; q < c * P; ++q) {
-      // Python: dist[:, 0] (k = 1) or dist.mean(axis=1, dtype=float32).
-      pscores[q] = k == 1 ? dist[q] : pairwise_sum(dist.data() + q * k, k, 1) / float(k);
-    }
+    st.bank.search(feats, c * P, k, dist.data(), idx.data(), pscores.data(), threads);
     float* maps = out.maps ? out.maps + i0 * N : own_maps.data();
-    anomaly_map(pscores.data(), c, mi.grid_h, mi.grid_w, maps, mi.crop, mi.crop, mi.sigma,
-                threads);
-    for (std::int64_t i = 0; i < c; ++i) {
-      const float* m = maps + i * N;
-      smax[i] = static_cast<double>(*std::max_element(m, m + N));
-    }
-    if (mi.reweight) {
-      // PatchCore eq. 7 at the patch with the highest patch score (first on ties); see
-      // structcore.memory_bank.reweight_factors.
-      const std::int64_t nb = std::min(kReweightNeighbors, M);
-      std::vector<float> m_star(static_cast<std::size_t>(c * D));
-      std::vector<std::int64_t> arg(static_cast<std::size_t>(c));
-      for (std::int64_t i = 0; i < c; ++i) {
-        const float* s = pscores.data() + i * P;
-        arg[i] = std::max_element(s, s + P) - s;
-        const std::int64_t star = idx[(i * P + arg[i]) * k];
-        std::memcpy(m_star.data() + i * D, st.bank.data() + star * D, sizeof(float) * D);
-      }
-      std::vector<float> sd(static_cast<std::size_t>(c * nb));
-      std::vector<std::int64_t> support(static_cast<std::size_t>(c * nb));
-      knn(m_star.data(), c, st.bank.data(), M, D, nb, sd.data(), support.data(), threads);
-      std::vector<double> sq(static_cast<std::size_t>(D)), dd(static_cast<std::size_t>(nb));
-      for (std::int64_t i = 0; i < c; ++i) {
-        const float* t = feats + i * per_image + arg[i] * D;
-        auto distance = [&](const float* b) {
-          for (std::int64_t j = 0; j < D; ++j) {
-            const double d = double(t[j]) - double(b[j]);
-            sq[j] = d * d;
-          }
-          return std::sqrt(pairwise_sum(sq.data(), D, 1));
-        };
-        for (std::int64_t j = 0; j < nb; ++j)
-          dd[j] = distance(st.bank.data() + support[i * nb + j] * D);
-        const double d_star = distance(m_star.data() + i * D);
-        const double shift = *std::max_element(dd.begin(), dd.end());
-        for (std::int64_t j = 0; j < nb; ++j) dd[j] = std::exp(dd[j] - shift);
-        const double denom = pairwise_sum(dd.data(), nb, 1);
-        smax[i] *= 1.0 - std::exp(d_star - shift) / denom;
-      }
-    }
-    describe(maps, c, mi.crop, mi.crop, st.codes.data(), st.quantiles.data(), F, st.top_k,
-             /*has_threshold=*/true, mi.pixel_threshold, kConnectivity, phi.data(), threads);
+    st.mapper.map(pscores.data(), c, mi.grid_h, mi.grid_w, maps, threads);
+    st.mapper.max_scores(maps, c, smax.data());
+    if (mi.reweight)
+      st.bank.reweight(feats, c, P, pscores.data(), idx.data(), k, smax.data(), threads);
+    st.descriptor.describe(maps, c, mi.crop, phi.data(), threads);
     for (std::int64_t i = 0; i < c; ++i) {
       const std::int64_t g = i0 + i;
-      for (std::int64_t j = 0; j < F; ++j)
-        zrow[j] = (phi[i * F + j] - mi.mu[j]) / mi.sigma_phi[j];
-      double d;
-      if (mi.norm == "l2") {
-        std::vector<double> sq2(zrow.size());
-        for (std::int64_t j = 0; j < F; ++j) sq2[j] = zrow[j] * zrow[j];
-        d = std::sqrt(pairwise_sum(sq2.data(), F, 1));
-      } else {
-        d = 0.0;
-        for (std::int64_t j = 0; j < F; ++j) d = std::max(d, std::fabs(zrow[j]));
-      }
-      const double s = smax[i] + mi.lambda * d;
+      double s = 0.0;
+      bool decision = false;
+      const double d =
+          st.calibrator.transform(phi.data() + i * F, smax[i], zrow.data(), &s, &decision);
       if (out.score_max) out.score_max[g] = smax[i];
       if (out.score_struct) out.score_struct[g] = d;
       if (out.score) out.score[g] = s;
-      if (out.descriptor) std::copy(phi.begin() + i * F, phi.begin() + (i + 1) * F, out.descriptor + g * F);
+      if (out.descriptor)
+        std::copy(phi.begin() + i * F, phi.begin() + (i + 1) * F, out.descriptor + g * F);
       if (out.z) std::copy(zrow.begin(), zrow.end(), out.z + g * F);
-      if (out.is_anomalous) out.is_anomalous[g] = s > mi.decision_threshold ? 1 : 0;
+      if (out.is_anomalous) out.is_anomalous[g] = decision ? 1 : 0;
     }
   }
 }
