@@ -38,9 +38,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
 
+from structcore.datasets import load_magnetic_tile, load_mvtec  # noqa: E402
 from structcore.research import ablation  # noqa: E402
 from structcore.research import variants as scores  # noqa: E402
-from structcore.datasets import load_magnetic_tile, load_mvtec  # noqa: E402
 
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2")
 MTD_CLASSES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")

@@ -89,9 +89,7 @@ def variant_scores(
             cols = [stored.index(c) for c in comps]
             for norm in ("l2", "linf"):
                 for lam in ("auto", GRID_LAMBDA):
-                    cal = StructCalibrator(
-                        norm, lam, detector.threshold_quantile, names=comps
-                    )
+                    cal = StructCalibrator(norm, lam, detector.threshold_quantile, names=comps)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", CalibrationWarning)
                         cal.fit(detector.train_phi_[mode][:, cols], detector.train_max_[mode])
