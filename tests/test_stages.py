@@ -152,8 +152,9 @@ def test_crossfit_maps_never_score_an_image_with_its_own_bank() -> None:
     f = _feats(n=6, seed=4)
     seen: list[tuple[set[int], set[int]]] = []
 
-    def build(rest: np.ndarray) -> MemoryBank:
-        return MemoryBank(rest.reshape(-1, 8).copy())
+    def build(held: np.ndarray) -> MemoryBank:
+        rest = np.setdiff1d(np.arange(6), held)
+        return MemoryBank(f[rest].reshape(-1, 8).copy())
 
     def score(x: np.ndarray, bank: MemoryBank) -> tuple[np.ndarray, np.ndarray]:
         rows = {tuple(v) for v in bank.vectors.tolist()}
@@ -243,3 +244,54 @@ def test_read_state_names_the_file_on_bad_content(tmp_path) -> None:
         read_state(bad)
     with pytest.raises(FileNotFoundError):
         read_state(tmp_path / "missing.npz")
+
+
+# ------------------------------------------------------------- cross-fit banks: masked/coreset
+
+
+def test_memory_bank_sources_and_without_images() -> None:
+    f = _feats(n=5, seed=7)
+    bank = MemoryBank.build(f, 0.3, projection_dim=None, seed=0)
+    assert bank.sources is not None and bank.sources.shape == (len(bank),)
+    for row, src in zip(bank.vectors, bank.sources, strict=True):
+        assert (f[src].reshape(-1, 8) == row).all(axis=1).any()
+    held = np.array([1, 3])
+    rest = bank.without_images(held)
+    assert not np.isin(rest.sources, held).any()
+    assert len(rest) == int((~np.isin(bank.sources, held)).sum())
+    np.testing.assert_array_equal(rest.vectors, bank.vectors[~np.isin(bank.sources, held)])
+    with pytest.raises(ValueError, match="sources"):
+        MemoryBank(bank.vectors).without_images(held)
+
+
+def test_locate_rows_recovers_sources_and_refuses_foreign_banks() -> None:
+    from structcore.crossfit import locate_rows
+
+    f = _feats(n=5, seed=8)
+    bank = MemoryBank.build(f, 0.3, projection_dim=None, seed=0)
+    np.testing.assert_array_equal(locate_rows(bank.vectors, f), bank.sources)
+    with pytest.raises(ValueError, match="crossfit_bank='coreset'"):
+        locate_rows(bank.vectors + 1.0, f)
+
+
+def test_masked_crossfit_fit(train: np.ndarray, tmp_path) -> None:
+    det = Detector(**SMALL, crossfit_bank="masked").fit(train)
+    feats = det.features(train)
+    # the fitted cross-fit maps are what calibration_maps recomputes (sources found by match)
+    _, cal_max = det.calibration_maps(feats, "crossfit")
+    np.testing.assert_array_equal(cal_max, det.train_max_["crossfit"])
+    # each held-out fold was scored by the final bank minus its own rows: never self-matched
+    same_train = det.train_max_["train"]
+    assert np.all(det.train_max_["crossfit"] >= same_train - 1e-6)
+    # fit_features with the same bank gives the same fit; save/load keeps the setting
+    again = Detector(**SMALL, crossfit_bank="masked").fit_features(feats, bank=det.bank_)
+    np.testing.assert_array_equal(again.train_max_["crossfit"], det.train_max_["crossfit"])
+    det.save(tmp_path / "m.npz")
+    loaded = Detector.load(tmp_path / "m.npz")
+    assert loaded.crossfit_bank == "masked"
+    np.testing.assert_array_equal(loaded.calibration_maps(feats, "crossfit")[1], cal_max)
+
+
+def test_crossfit_bank_is_validated() -> None:
+    with pytest.raises(ValueError, match="crossfit_bank"):
+        Detector(**SMALL, crossfit_bank="fresh").validate_params()

@@ -2,9 +2,18 @@
 
 Maps of train images scored against a bank that contains those same images are biased low.
 Cross-fitting: the images are split into ``folds`` seeded folds
-(``numpy.random.default_rng(seed).permutation``, then ``numpy.array_split``); a bank built
-from the other folds' patches (same coreset ratio, projection and seed) scores each held-out
-fold. These banks serve calibration only; the detector's final bank uses all images.
+(``numpy.random.default_rng(seed).permutation``, then ``numpy.array_split``); a bank without
+any row of a fold's images scores that fold. Two ways to get that bank (the detector's
+``crossfit_bank``):
+
+* ``"coreset"`` (:func:`refit_bank`): a fresh coreset of the other folds' patches (same coreset
+  ratio, projection and seed): ``folds`` more coreset selections, each over
+  ``(folds - 1) / folds`` of the patches; the cost grows with the square of the train size;
+* ``"masked"`` (:func:`masked_bank`): the final coreset without the rows selected from the
+  fold's images (:meth:`MemoryBank.without_images`): no further selection, and the same
+  number of rows as a refitted fold bank on average.
+
+These banks serve calibration only; the detector's final bank uses all images.
 """
 
 from __future__ import annotations
@@ -17,11 +26,21 @@ from ._progress import progress
 from ._validation import check_int
 from .memory_bank import MemoryBank
 
-__all__ = ["crossfit_folds", "crossfit_maps", "fold_parts"]
+__all__ = [
+    "CROSSFIT_BANKS",
+    "crossfit_folds",
+    "crossfit_maps",
+    "fold_parts",
+    "masked_bank",
+    "refit_bank",
+]
+
+#: How the bank of a held-out fold is made (module docstring).
+CROSSFIT_BANKS = ("masked", "coreset")
 
 #: ``score(features (B, h, w, D), bank) -> (maps (B, crop, crop) float32, score_max (B,))``
 ScoreFn = Callable[[np.ndarray, MemoryBank], tuple[np.ndarray, np.ndarray]]
-#: ``build(features (n, h, w, D)) -> MemoryBank``
+#: ``build(held (n_held,) int64) -> MemoryBank`` holding no row of the ``held`` images
 BuildFn = Callable[[np.ndarray], MemoryBank]
 
 
@@ -61,6 +80,69 @@ def crossfit_folds(n_images: int, folds: int, seed: int) -> np.ndarray:
     return out
 
 
+def refit_bank(
+    features: np.ndarray, held: np.ndarray, build: Callable[[np.ndarray], MemoryBank]
+) -> MemoryBank:
+    """A fresh bank of the images not in ``held``: ``build(features[rest])``.
+
+    Parameters
+    ----------
+    features : ndarray of shape (N, h, w, D), float32
+    held : ndarray of int64
+        The held-out images.
+    build : callable
+        Features (n, h, w, D) -> :class:`MemoryBank` (the detector's coreset stage).
+    """
+    rest = np.setdiff1d(np.arange(features.shape[0]), held)
+    return build(features[rest])
+
+
+def masked_bank(final: MemoryBank, held: np.ndarray) -> MemoryBank:
+    """The final bank without the rows selected from the ``held`` images."""
+    return final.without_images(held)
+
+
+def locate_rows(vectors: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """The image each bank row was selected from, found by exact match in ``features``.
+
+    For a bank given from outside (``Detector.fit_features(bank=...)``, or after ``load``),
+    whose rows are rows of ``features`` (the coreset copies them bit for bit).
+
+    Parameters
+    ----------
+    vectors : ndarray of shape (n_bank, D), float32
+    features : ndarray of shape (N, h, w, D), float32
+
+    Returns
+    -------
+    sources : ndarray of shape (n_bank,), int64
+        For each row, the first image holding an identical patch vector.
+
+    Raises
+    ------
+    ValueError
+        A row occurs in no image (the bank was not selected from these features): use
+        ``crossfit_bank="coreset"``.
+    """
+    _, h, w, d = features.shape
+    flat = np.ascontiguousarray(features.reshape(-1, d))
+    where: dict[bytes, int] = {}
+    for i in range(flat.shape[0] - 1, -1, -1):  # backwards: the first occurrence wins
+        where[flat[i].tobytes()] = i // (h * w)
+    try:
+        return np.fromiter(
+            (where[r.tobytes()] for r in np.ascontiguousarray(vectors)),
+            dtype=np.int64,
+            count=vectors.shape[0],
+        )
+    except KeyError:
+        raise ValueError(
+            "crossfit_bank='masked' needs a bank selected from these train features (a bank "
+            "row occurs in none of them); pass the features the bank was built from, or use "
+            "crossfit_bank='coreset'"
+        ) from None
+
+
 def crossfit_maps(
     features: np.ndarray,
     *,
@@ -85,7 +167,8 @@ def crossfit_maps(
     batch_size : int
         Images per scoring call.
     build : callable
-        The detector's bank stage: features of the other folds -> :class:`MemoryBank`.
+        The bank of a fold: ``build(held)`` returns a :class:`MemoryBank` with no row from
+        the ``held`` images (:func:`refit_bank` or :func:`masked_bank`).
     score : callable
         The detector's map stage: ``(features, bank) -> (maps, score_max)``.
     show_progress : bool
@@ -102,11 +185,11 @@ def crossfit_maps(
         ``k`` exceeds the rows of a fold's bank.
     """
     n = features.shape[0]
-    perm, parts = fold_parts(n, folds, seed)
+    _, parts = fold_parts(n, folds, seed)
     maps: np.ndarray | None = None
     smax = np.empty(n, dtype=np.float64)
     for held in progress(parts, show_progress, len(parts), "cross-fit"):
-        bank = build(features[np.setdiff1d(perm, held)])
+        bank = build(held)
         if k > len(bank):
             raise ValueError(
                 f"k={k} exceeds the {len(bank)} vectors of a cross-fit bank; "

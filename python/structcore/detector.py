@@ -74,7 +74,7 @@ import numpy as np
 from ._progress import progress
 from ._validation import as_float_array, check_choice, check_int
 from .calibration import CALIBRATION_MODES, CalibrationWarning, StructCalibrator
-from .crossfit import crossfit_folds, crossfit_maps
+from .crossfit import crossfit_folds, crossfit_maps, locate_rows, masked_bank, refit_bank
 from .descriptor import EXTENDED_COMPONENTS, PAPER_COMPONENTS, Descriptor
 from .features import FeatureExtractor
 from .images import as_image_list, preprocess, preprocess_one
@@ -149,6 +149,12 @@ class Detector:
         decision threshold comes from the cross-fitted maps whenever they are computed.
     folds : int >= 2
         Cross-fitting folds.
+    crossfit_bank : {"masked", "coreset"}
+        How the bank that scores a held-out fold is made (:mod:`structcore.crossfit`):
+        ``"masked"``, the final coreset without the rows selected from that fold's images
+        (no further coreset: fit costs one selection), or ``"coreset"``, a fresh coreset of
+        the other folds (``folds`` more selections; the cost grows with the square of the
+        train size).
     threshold_quantile : float in (0, 1]
         Quantile of calibration scores used as the decision threshold.
     pixel_quantile : float in (0, 1]
@@ -206,6 +212,7 @@ class Detector:
         lam: str | float = "auto",
         calibration: str = "train",
         folds: int = 5,
+        crossfit_bank: str = "coreset",
         threshold_quantile: float = 0.99,
         pixel_quantile: float = 0.999,
         reweight: bool = False,
@@ -233,6 +240,7 @@ class Detector:
         self.lam = lam
         self.calibration = calibration
         self.folds = folds
+        self.crossfit_bank = crossfit_bank
         self.threshold_quantile = threshold_quantile
         self.pixel_quantile = pixel_quantile
         self.reweight = reweight
@@ -390,13 +398,24 @@ class Detector:
         mapper = self._mapper()
         if mode == "train":
             return self._score(feats, bank, mapper)
+        if p["crossfit_bank"] == "masked":
+            if bank.sources is None:
+                bank.sources = locate_rows(bank.vectors, feats)
+
+            def build(held: np.ndarray) -> MemoryBank:
+                return masked_bank(bank, held)
+        else:
+
+            def build(held: np.ndarray) -> MemoryBank:
+                return refit_bank(feats, held, lambda f: self._build_bank(f, p))
+
         return crossfit_maps(
             feats,
             folds=p["folds"],
             seed=p["seed"],
             k=p["k"],
             batch_size=p["batch_size"],
-            build=lambda f: self._build_bank(f, p),
+            build=build,
             score=lambda f, b: self._score(f, b, mapper),
             show_progress=bool(self.progress),
         )

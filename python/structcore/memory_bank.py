@@ -40,6 +40,7 @@ __all__ = [
     "patch_scores",
     "reweight_factors",
     "score_maps",
+    "select_bank",
 ]
 
 #: Number of bank neighbours of ``m*`` in PatchCore's reweighting (anomalib's default).
@@ -90,11 +91,40 @@ def build_bank(
     bank : ndarray of shape (n_bank, dim), float32
         The selected rows in selection order (a copy).
     """
+    return select_bank(
+        features,
+        ratio,
+        projection_dim=projection_dim,
+        seed=seed,
+        backend=backend,
+        threads=threads,
+    )[0]
+
+
+def select_bank(
+    features: np.ndarray,
+    ratio: float,
+    *,
+    projection_dim: int | None,
+    seed: int,
+    backend: ModuleType,
+    threads: int | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`build_bank` and the selected rows' indices into ``features``.
+
+    Returns
+    -------
+    bank : ndarray of shape (n_bank, dim), float32
+    rows : ndarray of shape (n_bank,), int64
+        ``bank[i] == features[rows[i]]`` (``arange`` when every patch is kept).
+    """
     n = bank_size(features.shape[0], ratio)
     if n == features.shape[0]:
-        return np.ascontiguousarray(features, dtype=np.float32).copy()
+        rows = np.arange(n, dtype=np.int64)
+        return np.ascontiguousarray(features, dtype=np.float32).copy(), rows
     idx = backend.coreset(features, n, projection_dim=projection_dim, seed=seed, threads=threads)
-    return np.ascontiguousarray(features[np.asarray(idx, dtype=np.int64)], dtype=np.float32)
+    rows = np.asarray(idx, dtype=np.int64)
+    return np.ascontiguousarray(features[rows], dtype=np.float32), rows
 
 
 def patch_scores(
@@ -195,9 +225,14 @@ class MemoryBank:
     threads : int or None
         Thread cap of the kernels (None: all OpenMP threads).
 
+    sources : ndarray of shape (n_bank,), int64, or None
+        The train image each row was selected from (set by :meth:`build`; None when the
+        vectors were given). Cross-fitting uses it to drop a fold's own rows.
+
     Attributes
     ----------
     vectors : ndarray of shape (n_bank, dim), float32
+    sources : ndarray of shape (n_bank,), int64, or None
 
     Examples
     --------
@@ -212,9 +247,15 @@ class MemoryBank:
     """
 
     def __init__(
-        self, vectors: np.ndarray, *, backend: str = "cpp", threads: int | None = None
+        self,
+        vectors: np.ndarray,
+        *,
+        backend: str = "cpp",
+        threads: int | None = None,
+        sources: np.ndarray | None = None,
     ) -> None:
         self.vectors = vectors
+        self.sources = sources
         self.backend = backend
         self.threads = threads
         self._kernels = backend_module(backend)
@@ -234,8 +275,8 @@ class MemoryBank:
 
         Parameters
         ----------
-        features : ndarray of shape (N, h, w, dim) or (n_patches, dim), float32
-            Patch features of the train images (validated by the caller).
+        features : ndarray of shape (N, h, w, dim), float32
+            Patch features of N train images (validated by the caller).
         ratio : float in (0, 1]
             Coreset ratio: ``max(1, round(ratio * n_patches))`` rows are kept.
         projection_dim : int or None
@@ -250,7 +291,7 @@ class MemoryBank:
         bank : MemoryBank
         """
         flat = features.reshape(-1, features.shape[-1])
-        vectors = build_bank(
+        vectors, rows = select_bank(
             flat,
             ratio,
             projection_dim=projection_dim,
@@ -258,7 +299,36 @@ class MemoryBank:
             backend=backend_module(backend),
             threads=threads,
         )
-        return cls(vectors, backend=backend, threads=threads)
+        per_image = flat.shape[0] // max(1, features.shape[0])
+        return cls(vectors, backend=backend, threads=threads, sources=rows // per_image)
+
+    def without_images(self, images: np.ndarray) -> MemoryBank:
+        """This bank without the rows selected from ``images`` (a copy of the rest).
+
+        Parameters
+        ----------
+        images : ndarray of int
+            Train image indices (as given to :meth:`build`).
+
+        Returns
+        -------
+        bank : MemoryBank
+            The remaining rows in the same order, same backend and threads.
+
+        Raises
+        ------
+        ValueError
+            The bank has no ``sources`` (it was not built by :meth:`build`).
+        """
+        if self.sources is None:
+            raise ValueError("without_images needs a bank built by MemoryBank.build (sources)")
+        keep = ~np.isin(self.sources, images)
+        return MemoryBank(
+            np.ascontiguousarray(self.vectors[keep]),
+            backend=self.backend,
+            threads=self.threads,
+            sources=self.sources[keep],
+        )
 
     def __len__(self) -> int:
         return int(self.vectors.shape[0])

@@ -16,6 +16,7 @@ from ._validation import (
     check_threads,
 )
 from .calibration import CALIBRATION_MODES, check_lam
+from .crossfit import CROSSFIT_BANKS
 from .descriptor import resolve_components
 from .features import BACKBONES, PRECISIONS
 
@@ -30,8 +31,8 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     checked : dict
         Normalised values of ``dim``, ``resize``, ``crop``, ``coreset_ratio``,
         ``projection_dim``, ``k``, ``sigma``, ``components`` (the descriptor's names),
-        ``norm``, ``calibration``, ``folds``, ``seed``, ``backbone_precision`` and
-        ``batch_size``.
+        ``norm``, ``calibration``, ``folds``, ``crossfit_bank``, ``seed``,
+        ``backbone_precision`` and ``batch_size``.
 
     Raises
     ------
@@ -61,6 +62,7 @@ def check_params(params: Mapping[str, Any]) -> dict[str, Any]:
     check_lam(g("lam"))
     p["calibration"] = check_choice(g("calibration"), "calibration", CALIBRATION_MODES)
     p["folds"] = check_int(g("folds"), "folds", low=2)
+    p["crossfit_bank"] = check_choice(g("crossfit_bank"), "crossfit_bank", CROSSFIT_BANKS)
     for name in ("threshold_quantile", "pixel_quantile"):
         check_quantile(g(name), name)
     for name in ("reweight", "progress", "variants"):
