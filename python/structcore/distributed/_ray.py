@@ -4,9 +4,12 @@ One item per chunk (``{"chunk": i, "paths": [...]}``) goes through ``map_batches
 callable class: each actor loads the model once in its constructor, then scores one chunk per
 call and writes its part file itself (``output`` must be a folder every node sees); only a
 small statistics row per chunk comes back to the driver. Ray Data restarts an actor whose
-process died (``max_restarts=-1``) and retries its in-flight chunks (``max_task_retries``);
-a retried chunk whose part file exists is not scored again, and one that is scored again
-replaces its part file with the same rows, so every input ends up in the output once.
+process died and retries its in-flight chunks (its defaults, ``max_restarts=-1`` and
+``max_task_retries=-1``; Ray 2.60 deprecates overriding them): a retried chunk whose part
+file exists is not scored again, and one that is scored again replaces its part file with
+the same rows, so every input ends up in the output once. Retries are not endless for an
+image that kills its process every time: :class:`ChunkScorer` records each attempt in
+``output/_attempts/`` and isolates and skips such an image (its row gets an ``error``).
 
 The dataset starts from ``ray.data.from_items`` (already in the object store), so there is
 no read stage competing with the actor pool for CPUs: the pool may take every CPU of a small
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +29,6 @@ import numpy as np
 
 __all__ = ["plan_workers", "run_ray"]
 
-#: Retries of a chunk whose worker process died (each retry runs on a restarted actor).
-MAX_TASK_RETRIES = 4
 #: Most blocks handed to Ray Data (above, several chunks share a block: one task).
 MAX_BLOCKS = 4096
 
@@ -99,14 +101,6 @@ class _RayScorer:
         return {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
 
 
-def _actor_options() -> dict[str, Any]:
-    """Actor options merged by Ray Data into its defaults (a named hook: passing them as
-    ``**ray_remote_args`` is deprecated): restart dead actors without limit, retry a
-    chunk whose actor died at most :data:`MAX_TASK_RETRIES` times (an image that kills
-    the process every time must not loop for ever)."""
-    return {"max_restarts": -1, "max_task_retries": MAX_TASK_RETRIES}
-
-
 def _read_bank(model_path: str) -> np.ndarray | None:
     """The ``bank`` entry of a model file (documented in :mod:`structcore.io`), or None."""
     try:
@@ -154,7 +148,12 @@ def run_ray(
         bank_ref = [ray.put(bank)] if bank is not None else []
         del bank
         kwargs = {k: v for k, v in scorer_kwargs.items() if k != "model_path"}
-        ctx = ray.data.DataContext.get_current()
+        with warnings.catch_warnings():
+            # Ray Data 2.60's DataContext warns about its own deprecated defaults
+            # (use_push_based_shuffle, use_polars, ...) when it builds the default context:
+            # nothing a caller can act on.
+            warnings.filterwarnings("ignore", module=r"ray\.data\.context")
+            ctx = ray.data.DataContext.get_current()
         saved = (ctx.enable_progress_bars, ctx.enable_operator_progress_bars)
         ctx.enable_progress_bars = False  # one bar over images, drawn by the caller
         ctx.enable_operator_progress_bars = False
@@ -175,7 +174,6 @@ def run_ray(
                     "threads": n_threads,
                     **kwargs,
                 },
-                ray_remote_args_fn=_actor_options,
             )
             for row in out.iter_rows():
                 on_stats(

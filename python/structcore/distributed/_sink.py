@@ -5,6 +5,8 @@ Layout of ``output``::
     _manifest.json          what this folder holds: model digest, input digest, chunking
     part-000000.parquet     the rows of chunk 0 (paths[0:chunk_size]), written atomically
     part-000001.parquet     ...
+    _attempts/              a small JSON record per chunk in progress (deleted when its
+                            part file is written): what makes retries of a chunk finite
     _SUCCESS                the JSON summary, written last: the job finished
 
 A part file is the commit record of its chunk: it is written to a hidden temporary file in
@@ -22,6 +24,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -46,6 +49,8 @@ FORMAT_NAME = "structcore.scores"
 FORMAT_VERSION = 1
 MANIFEST = "_manifest.json"
 SUCCESS = "_SUCCESS"
+#: Per-chunk attempt records of chunks in progress (see ``_worker.ChunkScorer``).
+ATTEMPTS_DIR = "_attempts"
 _PART_RE = re.compile(r"^part-(\d{6,})\.parquet$")
 _TMP_MARK = ".tmp-"
 #: Manifest keys that must match for ``resume``.
@@ -156,7 +161,7 @@ def prepare_output(
     out.mkdir(parents=True, exist_ok=True)
     _remove_temporaries(out)
     names = sorted(os.listdir(out))
-    ours = [n for n in names if n in (MANIFEST, SUCCESS) or _PART_RE.match(n)]
+    ours = [n for n in names if n in (MANIFEST, SUCCESS, ATTEMPTS_DIR) or _PART_RE.match(n)]
     foreign = [n for n in names if n not in ours]
     if foreign:
         raise ValueError(
@@ -167,7 +172,10 @@ def prepare_output(
     done: set[int] = set()
     if ours and overwrite and not resume:
         for n in ours:
-            (out / n).unlink()
+            if n == ATTEMPTS_DIR:
+                shutil.rmtree(out / n)
+            else:
+                (out / n).unlink()
         ours = []
     if ours:
         if not resume:

@@ -9,6 +9,7 @@ image. It never raises for an image: a file that cannot be read or scored gets a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import tempfile
@@ -18,9 +19,21 @@ from typing import Any
 import numpy as np
 
 from ._inputs import is_uri
-from ._sink import atomic_write, done_chunks, failed_in_parts, part_name, schema, write_part
+from ._sink import (
+    ATTEMPTS_DIR,
+    atomic_write,
+    done_chunks,
+    failed_in_parts,
+    part_name,
+    schema,
+    write_part,
+)
 
-__all__ = ["ChunkScorer", "file_sha256", "private_bytes"]
+__all__ = ["ATTEMPTS_DIR", "MAX_DEATHS_PER_IMAGE", "ChunkScorer", "file_sha256", "private_bytes"]
+
+
+#: Deaths of a worker process while scoring an image alone before that image is skipped.
+MAX_DEATHS_PER_IMAGE = 2
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -94,8 +107,9 @@ class ChunkScorer:
         A read-only view of the model's bank in shared memory (the Ray object store); used
         instead of the private copy that loading made when it holds the same values.
     fault : dict or None
-        Test-only fault injection (``after_images``, ``phase``, ``marker``): see
-        :meth:`_maybe_die`.
+        Test-only fault injection: ``{"after_images", "phase", "marker"}`` (see
+        :meth:`_maybe_die`), or ``{"phase": "poison", "path_contains": s}`` (every call
+        that scores a path containing ``s`` kills the process).
     trace : str or None
         Test/benchmark-only: a folder where each process appends ``chunk n_paths`` lines
         when it starts scoring a chunk (to count re-scored images).
@@ -164,7 +178,7 @@ class ChunkScorer:
         os.kill(os.getpid(), signal.SIGKILL)
 
     def _armed(self) -> bool:
-        if self.fault is None or os.path.exists(self.fault["marker"]):
+        if self.fault is None or "marker" not in self.fault or os.path.exists(self.fault["marker"]):
             return False
         done = len(done_chunks(self.output)) * self.chunk_size
         return done >= int(self.fault.get("after_images", 0))
@@ -194,6 +208,12 @@ class ChunkScorer:
                 except Exception as exc:  # an unreachable URI: this image's error
                     res.errors[i] = f"{type(exc).__name__}: {exc}"
             todo = sorted(local)
+            if (  # test-only: an image that kills its process every time it is scored
+                self.fault is not None
+                and self.fault.get("phase") == "poison"
+                and any(self.fault["path_contains"] in local[i] for i in todo)
+            ):
+                os.kill(os.getpid(), signal.SIGKILL)
             groups = [todo] if todo else []
             while groups:
                 group = groups.pop()
@@ -208,6 +228,68 @@ class ChunkScorer:
                         groups.extend([i] for i in group)
                     continue
                 res.take(group, pred)
+        return res
+
+    # ------------------------------------------------------------------------ attempts
+
+    def _attempt_file(self, chunk: int) -> Path:
+        return Path(self.output) / ATTEMPTS_DIR / part_name(chunk).replace(".parquet", ".json")
+
+    def _begin_attempt(self, chunk: int) -> dict[str, Any]:
+        """Record that this process starts chunk ``chunk``; returns the attempt record:
+        ``attempt`` (1 for the first), ``suspects`` (index -> times a process died while
+        scoring that image alone), ``current`` (the image being scored alone, or None).
+
+        The record is deleted once the part file is written, so it exists at the start of
+        an attempt only when an earlier attempt's process died (or a driver was killed).
+        """
+        path = self._attempt_file(chunk)
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if old is None:
+            record: dict[str, Any] = {"attempt": 1, "suspects": {}, "current": None}
+        else:
+            suspects = {str(k): int(v) for k, v in dict(old.get("suspects", {})).items()}
+            cur = old.get("current")
+            if cur is not None:
+                suspects[str(cur)] = suspects.get(str(cur), 0) + 1
+            record = {
+                "attempt": int(old.get("attempt", 1)) + 1,
+                "suspects": suspects,
+                "current": None,
+            }
+        self._save_attempt(chunk, record)
+        return record
+
+    def _save_attempt(self, chunk: int, record: dict[str, Any]) -> None:
+        path = self._attempt_file(chunk)
+        path.parent.mkdir(exist_ok=True)
+        text = json.dumps(record).encode("utf-8")
+        atomic_write(path, lambda fh: fh.write(text))
+
+    def _predict_isolating(self, chunk: int, paths: list[str], record: dict[str, Any]) -> _Scores:
+        """A retried chunk (an earlier attempt's process died): one image at a time, each
+        recorded before it is scored, so that an image that kills the process is known;
+        one that did so :data:`MAX_DEATHS_PER_IMAGE` times gets an error and is skipped."""
+        res = _Scores(len(paths))
+        for i in range(len(paths)):
+            deaths = record["suspects"].get(str(i), 0)
+            if deaths >= MAX_DEATHS_PER_IMAGE:
+                res.errors[i] = (
+                    f"RuntimeError: the worker process died {deaths} times while scoring this "
+                    "image (a crash in a decoder or kernel?); skipped"
+                )
+                continue
+            record["current"] = i
+            self._save_attempt(chunk, record)
+            one = self._predict([paths[i]])
+            if one.ok[0]:
+                res.score[i], res.score_max[i] = one.score[0], one.score_max[0]
+                res.anomalous[i], res.maps[i], res.ok[i] = one.anomalous[0], one.maps[0], True
+            else:
+                res.errors[i] = one.errors[0]
         return res
 
     def score_chunk(self, chunk: int, paths: list[str]) -> dict[str, Any]:
@@ -237,8 +319,12 @@ class ChunkScorer:
         if self.trace is not None:
             with open(os.path.join(self.trace, f"{self.pid}.log"), "a") as fh:
                 fh.write(f"{chunk} {len(paths)}\n")
+        record = self._begin_attempt(chunk)
         self._maybe_die("before_score", armed)
-        res = self._predict(paths)
+        if record["attempt"] == 1:
+            res = self._predict(paths)
+        else:
+            res = self._predict_isolating(chunk, paths, record)
         self._maybe_die("after_score", armed)
         map_paths: list[str | None] | None = None
         if self.maps is not None:
@@ -247,6 +333,7 @@ class ChunkScorer:
         if self.fault is not None and armed and self.fault.get("phase") == "mid_write":
             self._die_mid_write(part, table)
         write_part(self.output, chunk, table)
+        self._attempt_file(chunk).unlink(missing_ok=True)
         self._maybe_die("after_write", armed)
         stats.update(failed=len(res.errors), written=True, private_now=private_bytes())
         return stats
