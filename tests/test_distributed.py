@@ -109,10 +109,8 @@ def _check_output(out: Path, data: dict[str, object], *, maps: bool = False) -> 
     )
     anomalous = table.column("is_anomalous").to_pylist()
     assert [anomalous[i] for i in ok] == [bool(ref.is_anomalous[i]) for i in ok]
-    assert (
-        "too_large" in errors[paths.index(str(data["test"] / "too_large.png"))].lower()
-        or "MAX_IMAGE_PIXELS" in errors[paths.index(str(data["test"] / "too_large.png"))]
-    )
+    too_large = paths.index(str(data["test"] / "too_large.png"))
+    assert "MAX_IMAGE_PIXELS" in errors[too_large]
     if maps:
         map_paths = table.column("map_path").to_pylist()
         for i in ok:
@@ -445,6 +443,7 @@ def test_ray_exactly_once_when_a_worker_is_killed(data, tmp_path, ray_cluster, p
         assert rescored == 0 and s.rewritten_chunks == 1
 
 
+@pytest.mark.slow  # three actor restarts: ~30 s on 2 cores
 def test_ray_image_that_kills_its_worker_every_time(data, tmp_path, ray_cluster):
     """Ray retries a dead actor's chunk without limit; the attempt records make the chunk
     isolate the image that keeps killing its process, give it an error and finish."""
