@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -150,7 +151,7 @@ def _run_ray(
 
     started = False
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, logging_level="warning")
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
         started = True
     try:
         cpus = int(ray.cluster_resources().get("CPU", 0))

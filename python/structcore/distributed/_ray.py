@@ -19,6 +19,7 @@ the actors.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -132,7 +133,7 @@ def run_ray(
         ray.init(
             address=address,
             include_dashboard=False,
-            logging_level="info" if progress else "warning",
+            logging_level=logging.INFO if progress else logging.WARNING,
         )
         started = True
     try:

@@ -78,7 +78,7 @@ def schema(with_maps: bool) -> Any:
     return pa.schema(fields)
 
 
-def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object]) -> None:
     """Write ``path`` all at once: ``write(fh)`` into a hidden temporary file beside it,
     fsync, then :func:`os.replace`. On any error the temporary file is removed and
     ``path`` is untouched."""

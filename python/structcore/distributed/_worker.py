@@ -8,13 +8,14 @@ image. It never raises for an image: a file that cannot be read or scored gets a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -29,11 +30,22 @@ from ._sink import (
     write_part,
 )
 
-__all__ = ["ATTEMPTS_DIR", "MAX_DEATHS_PER_IMAGE", "ChunkScorer", "file_sha256", "private_bytes"]
+__all__ = [
+    "ATTEMPTS_DIR",
+    "ISOLATE_FROM_ATTEMPT",
+    "MAX_DEATHS_PER_IMAGE",
+    "ChunkScorer",
+    "file_sha256",
+    "private_bytes",
+]
 
 
+#: The attempt of a chunk from which its images are scored one at a time (a chunk whose
+#: processes died twice: the first retry still scores in batches, bit-identical to
+#: ``predict``; one-image batches can differ from them in the last float32 bits).
+ISOLATE_FROM_ATTEMPT = 3
 #: Deaths of a worker process while scoring an image alone before that image is skipped.
-MAX_DEATHS_PER_IMAGE = 2
+MAX_DEATHS_PER_IMAGE = 1
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
@@ -57,6 +69,10 @@ def private_bytes() -> int:
         if line.startswith(("Private_Clean:", "Private_Dirty:")):
             kb += int(line.split()[1])
     return kb * 1024
+
+
+def _save_npy(fh: IO[bytes], arr: np.ndarray) -> None:
+    np.save(fh, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
 
 
 class _Scores:
@@ -270,16 +286,18 @@ class ChunkScorer:
         atomic_write(path, lambda fh: fh.write(text))
 
     def _predict_isolating(self, chunk: int, paths: list[str], record: dict[str, Any]) -> _Scores:
-        """A retried chunk (an earlier attempt's process died): one image at a time, each
-        recorded before it is scored, so that an image that kills the process is known;
-        one that did so :data:`MAX_DEATHS_PER_IMAGE` times gets an error and is skipped."""
+        """A chunk whose processes died :data:`ISOLATE_FROM_ATTEMPT` - 1 times: one image at a
+        time, each recorded before it is scored, so that an image that kills the process is
+        known; one that did so :data:`MAX_DEATHS_PER_IMAGE` times gets an error and is
+        skipped."""
         res = _Scores(len(paths))
         for i in range(len(paths)):
             deaths = record["suspects"].get(str(i), 0)
             if deaths >= MAX_DEATHS_PER_IMAGE:
                 res.errors[i] = (
-                    f"RuntimeError: the worker process died {deaths} times while scoring this "
-                    "image (a crash in a decoder or kernel?); skipped"
+                    f"RuntimeError: the worker process died while scoring this image alone "
+                    f"({deaths}x, after the chunk had killed it {ISOLATE_FROM_ATTEMPT - 1}x; a "
+                    "crash in a decoder or kernel?); skipped"
                 )
                 continue
             record["current"] = i
@@ -321,7 +339,7 @@ class ChunkScorer:
                 fh.write(f"{chunk} {len(paths)}\n")
         record = self._begin_attempt(chunk)
         self._maybe_die("before_score", armed)
-        if record["attempt"] == 1:
+        if record["attempt"] < ISOLATE_FROM_ATTEMPT:
             res = self._predict(paths)
         else:
             res = self._predict_isolating(chunk, paths, record)
@@ -362,8 +380,7 @@ class ChunkScorer:
                 continue
             stem = os.path.splitext(os.path.basename(p.rstrip("/")))[0][:80] or "image"
             target = folder / f"{j:06d}_{stem}.npy"
-            arr = np.ascontiguousarray(m, dtype=np.float32)
-            atomic_write(target, lambda fh, a=arr: np.save(fh, a, allow_pickle=False))
+            atomic_write(target, functools.partial(_save_npy, arr=m))
             out.append(str(target))
         return out
 
