@@ -1,4 +1,4 @@
-"""The ``structcore`` command line: fit, predict, eval, demo.
+"""The ``structcore`` command line: fit, predict, eval, demo, export, score, fit-many.
 
 Run ``structcore --help`` or ``structcore COMMAND --help``; ``python -m structcore`` is the
 same program. Everything here is a thin layer over :class:`structcore.Detector`,
@@ -393,6 +393,75 @@ def build_parser() -> argparse.ArgumentParser:
         help="the exported graph takes [0, 1] RGB crops and normalises them itself",
     )
     _add_common(p)
+
+    # ---- structcore.distributed: score (archives, local or Ray) and fit-many (fleets)
+    p = sub.add_parser(
+        "score",
+        help="score an archive into Parquet part files, locally or on a Ray cluster",
+        description=_wrap(
+            "Score every image of INPUTS with a saved model into OUT: Parquet part files "
+            "(path, score, score_max, is_anomalous, error[, map_path]), a _manifest.json and, "
+            "at the end, a _SUCCESS file with the summary, which is also printed as JSON on "
+            "stdout. In this process (--engine local) or on a Ray Data actor pool "
+            "(--engine ray): every input exactly once even when workers die; --resume "
+            "continues a run whose driver was killed. See docs/SCALE.md."
+        ),
+        epilog=EPILOG_EXIT,
+        formatter_class=fmt,
+        fromfile_prefix_chars="@",
+    )
+    p.add_argument("model", type=Path, help="model file written by 'structcore fit'")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        help="images, folders (recursive), glob patterns or s3:// gs:// file:// URIs",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder (Parquet part files)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="(local)")
+    p.add_argument(
+        "--address", help="Ray address: auto, ray://HOST:10001 (default: start a local Ray)"
+    )
+    p.add_argument(
+        "--workers", type=_positive_int, help="Ray actors (default: from the cluster's CPUs)"
+    )
+    p.add_argument(
+        "--threads-per-worker",
+        type=_positive_int,
+        help="torch + kernel threads per worker (ray: 1; local: all CPUs)",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch (16)")
+    p.add_argument(
+        "--chunk-size", type=_positive_int, help="images per part file (default: --batch-size)"
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="score only what OUT lacks")
+    g.add_argument("--overwrite", action="store_true", help="replace a previous run in OUT")
+    p.add_argument("--maps", type=Path, metavar="DIR", help="also write .npy anomaly maps here")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "fit-many",
+        help="fit one model per entry of a JSON config (locally or as Ray tasks)",
+        description=_wrap(
+            'Fit one detector per product type. CONFIG is a JSON object {"models": {NAME: '
+            'INPUTS, ...}, "detector": {PARAM: VALUE, ...}} (or just {NAME: INPUTS, ...}); '
+            "INPUTS is a folder, a glob or a list of image paths, relative to CONFIG's "
+            "folder. Writes OUT/NAME.npz per model and OUT/fit_summary.json (also printed "
+            "on stdout); an entry that fails gets an error, the others are still fitted."
+        ),
+        epilog=EPILOG_EXIT,
+        formatter_class=fmt,
+    )
+    p.add_argument("config", type=Path, help="the JSON config")
+    p.add_argument("--out", required=True, type=Path, help="folder for the model files")
+    p.add_argument("--engine", choices=("local", "ray"), default="local", help="(local)")
+    p.add_argument("--address", help="Ray address (default: start a local Ray)")
+    p.add_argument(
+        "--threads-per-worker", type=_positive_int, help="torch threads per fit (ray: 1)"
+    )
+    _add_detector(p, backbone_default=None)
+    _add_common(p)
+    # ---- end of structcore.distributed commands
     return parser
 
 
@@ -797,12 +866,137 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- structcore.distributed: score and fit-many
+
+
+def _dist_inputs(inputs: Sequence[str]) -> list[str]:
+    """Each argument expanded on its own (folder: recursive; glob; file; URI)."""
+    from .distributed._inputs import expand_inputs
+
+    out: list[str] = []
+    for text in inputs:
+        try:
+            out.extend(expand_inputs(text))
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from exc
+    return out
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from .distributed import score
+
+    if not args.model.is_file():
+        raise UsageError(f"model file not found: {args.model}")
+    if args.address is not None and args.engine != "ray":
+        raise UsageError("--address needs --engine ray")
+    paths = _dist_inputs(args.inputs)
+    _log(args, f"structcore score: {len(paths)} images, engine {args.engine} -> {args.out}")
+    try:
+        summary = score(
+            paths,
+            args.model,
+            args.out,
+            engine=args.engine,
+            address=args.address,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            threads_per_worker=args.threads_per_worker,
+            chunk_size=args.chunk_size,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            maps=args.maps,
+            progress=not args.quiet,
+        )
+    except (TypeError, ValueError) as exc:  # checked before any work: usage
+        raise UsageError(str(exc)) from exc
+    sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")
+    sys.stdout.flush()
+    _log(
+        args,
+        f"structcore score: {summary.scored} scored ({summary.skipped} already done) in "
+        f"{summary.wall_s:.1f} s, {summary.images_per_s:.1f} images/s, {summary.workers} "
+        f"worker(s) x {summary.threads_per_worker} thread(s)",
+    )
+    if summary.failed:
+        print(
+            f"structcore score: {summary.failed} of {summary.rows} images failed "
+            "(see the 'error' column)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def _fleet_config(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(name -> inputs with paths relative to the config's folder, detector params)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise UsageError(f"config {path}: expected a JSON object of name -> images")
+    if "models" in doc:
+        models, params = doc["models"], doc.get("detector", {})
+        extra = sorted(set(doc) - {"models", "detector"})
+        if extra:
+            raise UsageError(f"config {path}: unknown keys {extra} (models, detector)")
+    else:
+        models, params = doc, {}
+    if not isinstance(models, dict) or not isinstance(params, dict):
+        raise UsageError(f"config {path}: 'models' and 'detector' must be JSON objects")
+    base = path.parent
+
+    def rel(p: object) -> str:
+        if not isinstance(p, str):
+            raise UsageError(f"config {path}: image paths must be strings; got {p!r}")
+        return p if "://" in p or os.path.isabs(p) else str(base / p)
+
+    out: dict[str, Any] = {}
+    for name, inputs in models.items():
+        out[name] = [rel(p) for p in inputs] if isinstance(inputs, list) else rel(inputs)
+    return out, params
+
+
+def cmd_fit_many(args: argparse.Namespace) -> int:
+    from .distributed import fit_many
+
+    models, params = _fleet_config(args.config)
+    params = {**params, **_detector_kwargs(args)}
+    if args.address is not None and args.engine != "ray":
+        raise UsageError("--address needs --engine ray")
+    _log(args, f"structcore fit-many: {len(models)} models, engine {args.engine} -> {args.out}")
+    try:
+        summary = fit_many(
+            models,
+            args.out,
+            engine=args.engine,
+            address=args.address,
+            threads_per_worker=args.threads_per_worker,
+            **params,
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    sys.stdout.write(json.dumps(summary.to_dict(), indent=2) + "\n")
+    sys.stdout.flush()
+    for e in summary.entries:
+        if e["error"] is not None:
+            print(f"structcore fit-many: {e['name']}: {e['error']}", file=sys.stderr)
+    return EXIT_FAILURE if summary.failed else EXIT_OK
+
+
+# ---- end of structcore.distributed commands
+
+
 _COMMANDS = {
     "fit": cmd_fit,
     "predict": cmd_predict,
     "eval": cmd_eval,
     "demo": cmd_demo,
     "export": cmd_export,
+    "score": cmd_score,
+    "fit-many": cmd_fit_many,
 }
 
 

@@ -1,0 +1,215 @@
+"""Batch scoring past one process: ``structcore.distributed.score``, local vs Ray.
+
+Usage::
+
+    TORCH_HOME=../shared/weights PYTHONPATH=python \\
+        python bench/bench_distributed.py --images 512 --workers 2
+
+Needs the ``ray`` extra and MVTec AD *bottle* with torchvision's MobileNetV2 weights under
+``../shared`` (``--root``, ``TORCH_HOME``). Prints a table and writes
+``bench/results/distributed.json``.
+
+What is measured, in interleaved rounds (``--repeats``, medians), on the same inputs:
+
+* a MobileNetV2 detector (the library defaults otherwise) fitted on ``--train`` bottle
+  train images and saved (its file size is reported);
+* ``--images`` input paths: symbolic links to the bottle train and test images, repeated
+  (each link a distinct path: a distinct output row);
+* ``local``: ``score(engine="local")`` in this process, ``--workers`` torch threads;
+* ``ray``: ``score(engine="ray", workers=W, threads_per_worker=1)``, Ray started by the call
+  and shut down after it: the wall time includes ``ray.init``, the actors' start-up (torch
+  import, model load) and the shutdown;
+* ``ray+kill``: the same with one actor SIGKILLed (the test-only fault hook) after its
+  chunk was scored but before it was written, once ``--kill-after`` rows are on disk.
+
+Reported: images/s (rows / wall seconds); the end-to-end efficiency ``ray / local``; for the
+kill run the unique rows, their largest difference to ``Detector.predict`` (the reference,
+computed once per distinct image), the images scored more than once (from the attempt
+trace) and the extra time over the same round's ``ray`` run; per actor, its private memory
+(USS) before and after loading the model and whether the memory bank is the object store's
+shared copy. Nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _common import cpu_model, cpu_pressure, load_avg
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results" / "distributed.json"
+
+
+def _fit(root: Path, n_train: int, model: Path) -> None:
+    from structcore import Detector
+
+    train = sorted(str(p) for p in (root / "train" / "good").glob("*.png"))[:n_train]
+    det = Detector("mobilenet_v2", progress=False)
+    det.fit(train)
+    det.save(model)
+
+
+def _inputs(root: Path, n: int, folder: Path) -> tuple[list[str], dict[str, str]]:
+    """``n`` distinct link paths over the bottle images; link -> target."""
+    images = sorted(str(p) for p in root.glob("t*/*/*.png"))
+    folder.mkdir(parents=True)
+    links: dict[str, str] = {}
+    for i in range(n):
+        src = images[i % len(images)]
+        dst = folder / f"{i:06d}_{Path(src).parent.name}_{Path(src).name}"
+        dst.symlink_to(src)
+        links[str(dst)] = src
+    return sorted(links), links
+
+
+def _rescored(trace: Path) -> int:
+    starts: dict[int, list[int]] = {}
+    for log in trace.glob("*.log"):
+        for line in log.read_text().splitlines():
+            c, n = (int(x) for x in line.split())
+            starts.setdefault(c, []).append(n)
+    return sum(sum(v[1:]) for v in starts.values())
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--images", type=int, default=512)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--kill-after", type=int, default=400)
+    ap.add_argument("--train", type=int, default=50, help="bottle train images for the model")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--root", type=Path, default=ROOT.parent / "shared/datasets/mvtec_ad/bottle")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    if not args.root.is_dir():
+        print(f"needs MVTec AD bottle at {args.root} (--root)", file=sys.stderr)
+        return 1
+    os.environ.setdefault("TORCH_HOME", str(ROOT.parent / "shared" / "weights"))
+    import ray
+
+    from structcore import Detector
+    from structcore.distributed import read_scores, score
+
+    work = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
+    model = work / "model.npz"
+    t0 = time.perf_counter()
+    _fit(args.root, args.train, model)
+    fit_s = time.perf_counter() - t0
+    paths, links = _inputs(args.root, args.images, work / "inputs")
+    distinct = sorted(set(links.values()))
+    ref = Detector.load(model).predict(distinct, batch_size=args.batch_size)
+    ref_score = dict(zip(distinct, ref.score.tolist(), strict=True))
+    model_bytes = model.stat().st_size
+    print(
+        f"CPU: {cpu_model()}; load {load_avg()}; model {model_bytes / 2**20:.1f} MiB "
+        f"(fit {fit_s:.1f} s on {args.train} images); {args.images} images, "
+        f"{args.workers} workers, batch {args.batch_size}",
+        flush=True,
+    )
+
+    rows: dict[str, list[dict[str, Any]]] = {"local": [], "ray": [], "ray+kill": []}
+    for r in range(args.repeats):
+        for name in rows:
+            out = work / f"out-{name}-{r}"
+            kw: dict[str, Any] = {"batch_size": args.batch_size, "progress": False}
+            trace = None
+            if name == "local":
+                kw.update(engine="local", threads_per_worker=args.workers)
+            else:
+                kw.update(engine="ray", workers=args.workers, threads_per_worker=1)
+            if name == "ray+kill":
+                trace = work / f"trace-{r}"
+                trace.mkdir()
+                kw["_trace"] = str(trace)
+                kw["_fault"] = {
+                    "after_images": args.kill_after,
+                    "phase": "after_score",
+                    "marker": str(work / f"killed-{r}"),
+                }
+            load = load_avg()
+            t = time.perf_counter()
+            s = score(paths, model, out, **kw)
+            wall = time.perf_counter() - t
+            assert not ray.is_initialized()
+            table = read_scores(out)
+            got = table.column("score").to_numpy(zero_copy_only=False).astype(float)
+            want = np.array([ref_score[links[p]] for p in table.column("path").to_pylist()])
+            rec: dict[str, Any] = {
+                "wall_s": wall,
+                "images_per_s": args.images / wall,
+                "rows": table.num_rows,
+                "unique_rows": len(set(table.column("path").to_pylist())),
+                "max_abs_diff": float(np.max(np.abs(got - want))),
+                "failed": s.failed,
+                "load_before": load,
+                "cpu_pressure": cpu_pressure(),
+                "worker_memory": s.worker_memory,
+            }
+            if trace is not None:
+                rec["killed"] = (work / f"killed-{r}").exists()
+                rec["rescored_images"] = _rescored(trace)
+            rows[name].append(rec)
+            print(
+                f"round {r} {name:9s} {wall:6.1f} s  {args.images / wall:6.1f} img/s  "
+                f"rows {rec['unique_rows']}  max|diff| {rec['max_abs_diff']:.1e}"
+                + (f"  re-scored {rec['rescored_images']}" if trace else ""),
+                flush=True,
+            )
+
+    med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in rows.items()}
+    extra = [
+        k["wall_s"] / n["wall_s"] - 1 for k, n in zip(rows["ray+kill"], rows["ray"], strict=True)
+    ]
+    mem = rows["ray"][-1]["worker_memory"]
+    print(f"\n| run | images/s (median of {args.repeats}) | vs local |")
+    print("|---|---|---|")
+    for k, v in med.items():
+        print(f"| {k} | {v:.1f} | {v / med['local']:.2f} |")
+    kills = rows["ray+kill"]
+    print(
+        f"\nkill: unique rows {[x['unique_rows'] for x in kills]}, re-scored "
+        f"{[x['rescored_images'] for x in kills]} (bound {args.workers * args.batch_size}), "
+        f"extra time {[f'{e:+.1%}' for e in extra]} (median {statistics.median(extra):+.1%}), "
+        f"max|diff| {max(x['max_abs_diff'] for x in kills):.1e}"
+    )
+    for m in mem:
+        print(
+            f"actor {m['pid']}: private {m['private_before_load'] / 2**20:.0f} MiB before the "
+            f"model, {m['private_after_load'] / 2**20:.0f} after (+"
+            f"{(m['private_after_load'] - m['private_before_load']) / 2**20:.1f} MiB; model file "
+            f"{model_bytes / 2**20:.1f} MiB), {m['private_now'] / 2**20:.0f} at the end; bank "
+            f"shared: {m['bank_shared']}"
+        )
+    print(f"load after: {load_avg()}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "cpu": cpu_model(),
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "model_bytes": model_bytes,
+                "median_images_per_s": med,
+                "efficiency_ray_vs_local": med["ray"] / med["local"],
+                "kill_extra_time": extra,
+                "runs": rows,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
