@@ -664,20 +664,10 @@ class Detector:
     def variant_scores(self, maps: object, score_max: object = None) -> dict[str, np.ndarray]:
         """Image scores of the standard variant grid, all from the same maps.
 
-        Parameters
-        ----------
-        maps : array_like of shape (B, crop, crop), float32
-            Maps from :meth:`predict` (``Prediction.maps``).
-        score_max : array_like of shape (B,) or None
-            The max scores to combine with (``Prediction.score_max``); None: max of ``maps``
-            (not allowed with ``reweight=True``, whose factor needs the features).
-
-        Returns
-        -------
-        scores : dict of str to ndarray of shape (B,), float64
-            Keys: ``"max"``, ``"structcore"``, ``"struct_only"``,
-            ``"{descriptor}/{norm}/{lam}/{mode}"`` and ``"struct/{descriptor}/{norm}/{mode}"``
-            (see :mod:`structcore.research.grid`).
+        A thin call into :func:`structcore.research.grid.variant_scores` (parameters,
+        keys and errors documented there), imported only when called: ``maps`` are
+        ``Prediction.maps`` (B, crop, crop) and ``score_max`` ``Prediction.score_max`` (or
+        None: max of ``maps``). Returns a dict of score name to (B,) float64 scores.
         """
         from .research.grid import variant_scores
 

@@ -36,7 +36,6 @@ __all__ = [
     "MemoryBank",
     "backend_module",
     "bank_size",
-    "build_bank",
     "patch_scores",
     "reweight_factors",
     "score_maps",
@@ -60,7 +59,7 @@ def bank_size(n_patches: int, ratio: float) -> int:
     return int(min(n_patches, max(1, round(ratio * n_patches))))
 
 
-def build_bank(
+def select_bank(
     features: np.ndarray,
     ratio: float,
     *,
@@ -68,15 +67,15 @@ def build_bank(
     seed: int,
     backend: ModuleType,
     threads: int | None,
-) -> np.ndarray:
-    """Select the memory bank from all train patch features.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Select the memory bank from all train patch features (greedy coreset, METHOD.md §1.3).
 
     Parameters
     ----------
     features : ndarray of shape (n_patches, dim), float32
         Patch features of the train images, flattened.
     ratio : float in (0, 1]
-        Coreset ratio.
+        Coreset ratio: :func:`bank_size` rows are kept.
     projection_dim : int or None
         Dimension of the coreset's random projection (None: no projection).
     seed : int
@@ -90,31 +89,6 @@ def build_bank(
     -------
     bank : ndarray of shape (n_bank, dim), float32
         The selected rows in selection order (a copy).
-    """
-    return select_bank(
-        features,
-        ratio,
-        projection_dim=projection_dim,
-        seed=seed,
-        backend=backend,
-        threads=threads,
-    )[0]
-
-
-def select_bank(
-    features: np.ndarray,
-    ratio: float,
-    *,
-    projection_dim: int | None,
-    seed: int,
-    backend: ModuleType,
-    threads: int | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`build_bank` and the selected rows' indices into ``features``.
-
-    Returns
-    -------
-    bank : ndarray of shape (n_bank, dim), float32
     rows : ndarray of shape (n_bank,), int64
         ``bank[i] == features[rows[i]]`` (``arange`` when every patch is kept).
     """
@@ -271,7 +245,7 @@ class MemoryBank:
         backend: str = "cpp",
         threads: int | None = None,
     ) -> MemoryBank:
-        """Select the bank from train patch features (:func:`build_bank`).
+        """Select the bank from train patch features (:func:`select_bank`).
 
         Parameters
         ----------
