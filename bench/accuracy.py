@@ -44,9 +44,41 @@ from structcore.datasets import load_magnetic_tile, load_mvtec  # noqa: E402
 
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2")
 MTD_CLASSES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
+#: The project's synthetic textures (structcore.synthetic), written once, seeded, to the cache.
+SYNTHETIC = ("brushed_metal", "woven_fabric", "ceramic_tiles")
+SYNTHETIC_SIZES = {"n_train": 60, "n_test_good": 40, "n_test_defect": 15, "size": 256, "seed": 0}
+DEFAULT_DATASETS = "bottle,mtd,deeppcb," + ",".join(f"syn_{c}" for c in SYNTHETIC)
 
 
-def _datasets(data: Path, mtd_train: int, bottle_train: int | None) -> dict[str, object]:
+def family(set_name: str) -> str:
+    """Data family of an evaluation set: the unit held out by the leave-one-family-out choice.
+
+    ``bottle`` (MVTec AD objects), ``mtd`` (Magnetic Tile and its class subsets), ``deeppcb``
+    (printed circuit boards), ``synthetic`` (the project's procedural textures).
+    """
+    if set_name.startswith("mtd"):
+        return "mtd"
+    if set_name.startswith("syn_"):
+        return "synthetic"
+    return set_name
+
+
+def _synthetic_root(cache: Path) -> Path:
+    from structcore.research.ablation import config_hash
+    from structcore.synthetic import write_dataset
+
+    root = cache / f"synthetic_textures__{config_hash(SYNTHETIC_SIZES)}"
+    if not (root / SYNTHETIC[-1] / "test").is_dir():
+        tmp = root.with_name(root.name + ".tmp")
+        write_dataset(tmp, categories=SYNTHETIC, **SYNTHETIC_SIZES)
+        tmp.replace(root)
+    return root
+
+
+def _datasets(
+    data: Path, mtd_train: int, bottle_train: int | None, wanted: list[str], cache: Path,
+    pcb_train: int | None = 100,
+) -> dict[str, object]:
     out: dict[str, object] = {}
     b = data / "mvtec_ad" / "bottle"
     if b.is_dir():
@@ -54,6 +86,13 @@ def _datasets(data: Path, mtd_train: int, bottle_train: int | None) -> dict[str,
     m = data / "magnetic_tile"
     if m.is_dir():
         out["mtd"] = load_magnetic_tile(m, test_fraction=0.2, seed=0, max_train=mtd_train)
+    d = data / "deeppcb"
+    if d.is_dir():
+        out["deeppcb"] = load_mvtec(d, max_train=pcb_train, seed=0)
+    if any(w.startswith("syn_") for w in wanted):
+        root = _synthetic_root(cache)
+        for c in SYNTHETIC:
+            out[f"syn_{c}"] = load_mvtec(root, c)
     return out
 
 
@@ -100,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "datasets")
     ap.add_argument("--cache", type=Path, default=HERE.parent / "runs" / "accuracy")
     ap.add_argument("--backbones", default=",".join(BACKBONES))
-    ap.add_argument("--datasets", default="bottle,mtd")
+    ap.add_argument("--datasets", default=DEFAULT_DATASETS)
     ap.add_argument("--mtd-train", type=int, default=100)
+    ap.add_argument("--pcb-train", type=int, default=100)
     ap.add_argument("--bottle-train", type=int, default=100)
     ap.add_argument("--coreset", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
@@ -117,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, args.threads))
     t_start = time.perf_counter()
-    data = _datasets(args.data, args.mtd_train, args.bottle_train)
     wanted = [d for d in args.datasets.split(",") if d]
+    data = _datasets(
+        args.data, args.mtd_train, args.bottle_train, wanted, args.cache, args.pcb_train
+    )
     backbones = [b for b in args.backbones.split(",") if b]
     variant_names = None if args.variants is None else args.variants.split(",")
 
