@@ -45,8 +45,10 @@ __all__ = [
     "load_or_compute_fold_banks",
     "load_or_compute_maps",
     "paired_bootstrap",
+    "family_stats",
     "report",
     "score_with_bank",
+    "select_leave_one_family_out",
     "select_leave_one_out",
 ]
 
@@ -581,6 +583,94 @@ def select_leave_one_out(
             "selection_min": stats[chosen][1],
             "qualified": bool(ok),
             "held_out_delta": float(deltas[h][chosen]),
+        }
+    return out
+
+
+#: Allowed loss to max pooling on any set (issue 13's goal and the selection's tolerance).
+FAMILY_TOLERANCE = 0.005
+
+
+def family_stats(
+    deltas: Mapping[str, Mapping[str, float]], family: Mapping[str, str], variant: str
+) -> tuple[float, float]:
+    """(family-weighted mean, worst per-set) delta of ``variant`` over the sets of ``deltas``.
+
+    The family-weighted mean is the mean over families of the mean over each family's sets,
+    so a family seen through many overlapping sets (Magnetic Tile's five classes) counts
+    once.
+    """
+    fams: dict[str, list[float]] = {}
+    for s, d in deltas.items():
+        fams.setdefault(family[s], []).append(float(d[variant]))
+    mean = float(np.mean([np.mean(v) for v in fams.values()]))
+    worst = float(min(min(v) for v in fams.values()))
+    return mean, worst
+
+
+def select_leave_one_family_out(
+    deltas: Mapping[str, Mapping[str, float]],
+    family: Mapping[str, str],
+    *,
+    tolerance: float = FAMILY_TOLERANCE,
+    candidates: Sequence[str] | None = None,
+    rule: str = "tolerance",
+) -> dict[str, dict[str, Any]]:
+    """Issue 13's rule, declared before the results: pick a variant per held-out *family*.
+
+    For held-out family ``F`` only the sets of the other families are looked at. Per
+    candidate: the family-weighted mean delta (:func:`family_stats`) and the worst per-set
+    delta on those sets.
+
+    * ``rule="tolerance"`` (primary): among candidates whose worst per-set delta is
+      ``>= -tolerance``, the largest family-weighted mean; none qualifies: the largest worst;
+    * ``rule="minimax"`` (secondary, reported beside it): the largest worst, then the mean.
+
+    Ties: first in ``candidates`` order (``max`` first).
+
+    Parameters
+    ----------
+    deltas : mapping set -> (variant -> AUROC delta to max pooling)
+    family : mapping set -> family name
+    tolerance : float
+    candidates : sequence of str or None (default: the variants of the first set)
+    rule : {"tolerance", "minimax"}
+
+    Returns
+    -------
+    dict family -> dict
+        ``variant``, ``selection_families``, ``selection_mean``, ``selection_min``,
+        ``qualified``, ``held_out`` (set -> delta of the chosen variant on the held-out
+        family's sets), ``held_out_mean`` (their mean), ``held_out_min``.
+    """
+    if rule not in ("tolerance", "minimax"):
+        raise ValueError(f"rule must be 'tolerance' or 'minimax'; got {rule!r}")
+    sets = list(deltas)
+    cands = list(candidates) if candidates is not None else list(deltas[sets[0]])
+    fams = list(dict.fromkeys(family[s] for s in sets))
+    if len(fams) < 2:
+        raise ValueError("leave-one-family-out needs at least two families")
+    out: dict[str, dict[str, Any]] = {}
+    for f in fams:
+        sel = {s: deltas[s] for s in sets if family[s] != f}
+        stats = {c: family_stats(sel, family, c) for c in cands}
+        ok = [c for c in cands if stats[c][1] >= -tolerance]
+        if rule == "minimax":
+            chosen = max(cands, key=lambda c: (stats[c][1], stats[c][0], -cands.index(c)))
+        elif ok:
+            chosen = max(ok, key=lambda c: (stats[c][0], -cands.index(c)))
+        else:
+            chosen = max(cands, key=lambda c: (stats[c][1], -cands.index(c)))
+        held = {s: float(deltas[s][chosen]) for s in sets if family[s] == f}
+        out[f] = {
+            "variant": chosen,
+            "selection_families": sorted({family[s] for s in sel}),
+            "selection_mean": stats[chosen][0],
+            "selection_min": stats[chosen][1],
+            "qualified": bool(ok),
+            "held_out": held,
+            "held_out_mean": float(np.mean(list(held.values()))),
+            "held_out_min": float(min(held.values())),
         }
     return out
 
