@@ -38,9 +38,10 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
 
+from structcore.datasets import load_magnetic_tile, load_mvtec  # noqa: E402
 from structcore.research import ablation  # noqa: E402
 from structcore.research import variants as scores  # noqa: E402
-from structcore.datasets import load_magnetic_tile, load_mvtec  # noqa: E402
+from structcore.research.synthetic_defects import load_or_compute_synthetic_maps  # noqa: E402
 
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2")
 MTD_CLASSES = ("Blowhole", "Break", "Crack", "Fray", "Uneven")
@@ -76,7 +77,11 @@ def _synthetic_root(cache: Path) -> Path:
 
 
 def _datasets(
-    data: Path, mtd_train: int, bottle_train: int | None, wanted: list[str], cache: Path,
+    data: Path,
+    mtd_train: int,
+    bottle_train: int | None,
+    wanted: list[str],
+    cache: Path,
     pcb_train: int | None = 100,
 ) -> dict[str, object]:
     out: dict[str, object] = {}
@@ -107,6 +112,93 @@ def _subsets(name: str, defects: np.ndarray) -> dict[str, np.ndarray]:
             if (defects == c).any():
                 out[f"mtd_{c}"] = rows
     return out
+
+
+def _synthetic_auroc(ms: object, syn: object) -> dict[str, float]:
+    """AUROC of max(S): cross-fitted good maps vs each maker's synthetic-defect maps."""
+    out = {}
+    good = ms.cal_max["crossfit"]  # type: ignore[attr-defined]
+    for mk in dict.fromkeys(syn.maker.tolist()):  # type: ignore[attr-defined]
+        d = syn.max[syn.maker == mk]  # type: ignore[attr-defined]
+        y = np.r_[np.zeros(good.size), np.ones(d.size)]
+        out[mk] = ablation.auroc(y, np.r_[good, d])
+    return out
+
+
+def _family_report(results: dict) -> tuple[str, dict]:
+    """Issue 13: per-family table and the leave-one-family-out choice (declared rule)."""
+    sel_keys = [k for k in results if k.split("/")[0] != "mtd"]
+    deltas = {k: {v: r["delta"] for v, r in results[k].items()} for k in sel_keys}
+    fam = {k: family(k.split("/")[0]) for k in sel_keys}
+    variants = list(results[sel_keys[0]])
+    lines = ["\n### Per family: family-weighted mean and worst per-set delta to max\n"]
+    fams = list(dict.fromkeys(fam.values()))
+    lines.append(
+        "| variant | " + " | ".join(fams) + " | mean (all) | worst (all) |"
+        " mean (real) | worst (real) |"
+    )
+    lines.append("|---|" + "---|" * (len(fams) + 4))
+    real = {k: d for k, d in deltas.items() if fam[k] != "synthetic"}
+    for v in variants:
+        cells = []
+        for f in fams:
+            vals = [deltas[k][v] for k in deltas if fam[k] == f]
+            cells.append(f"{np.mean(vals):+.4f} ({min(vals):+.4f})")
+        m_all, w_all = ablation.family_stats(deltas, fam, v)
+        m_real, w_real = ablation.family_stats(real, fam, v) if real else (np.nan, np.nan)
+        lines.append(
+            f"| {v} | "
+            + " | ".join(cells)
+            + f" | {m_all:+.4f} | {w_all:+.4f} | {m_real:+.4f} | {w_real:+.4f} |"
+        )
+    out: dict = {}
+    if len(fams) < 2:
+        return "\n".join(lines), out
+    for rule in ("tolerance", "minimax"):
+        sel = ablation.select_leave_one_family_out(deltas, fam, candidates=variants, rule=rule)
+        out[rule] = sel
+        lines.append(f"\n### Leave-one-family-out choice, rule {rule!r}\n")
+        lines.append(
+            "| held-out family | chosen | selection mean | selection worst | "
+            "held-out sets (delta) | held-out mean |"
+        )
+        lines.append("|---|---|---|---|---|---|")
+        for f, r in sel.items():
+            held = ", ".join(f"{k.split('/')[0]} {d:+.4f}" for k, d in r["held_out"].items())
+            lines.append(
+                f"| {f} | {r['variant']} | {r['selection_mean']:+.4f} | "
+                f"{r['selection_min']:+.4f} | {held} | {r['held_out_mean']:+.4f} |"
+            )
+        real_f = [f for f in sel if f != "synthetic"]
+        if real_f:
+            mean_real = float(np.mean([sel[f]["held_out_mean"] for f in real_f]))
+            worst_real = float(min(sel[f]["held_out_min"] for f in real_f))
+            met = worst_real >= -ablation.FAMILY_TOLERANCE and mean_real >= 0.01
+            lines.append(
+                f"\nheld-out ({rule}), real families: mean {mean_real:+.4f}, worst set "
+                f"{worst_real:+.4f}; goal (worst >= -0.005, mean >= +0.01) "
+                f"{'MET' if met else 'NOT met'}"
+            )
+            out[f"{rule}_summary"] = {"mean_real": mean_real, "worst_real": worst_real, "met": met}
+    return "\n".join(lines), out
+
+
+def _learned_markdown(learned: dict) -> str:
+    lines = [
+        "\n### Learned scores: synthetic-defect max AUROC and fitted weights\n",
+        "| set/backbone | max AUROC on synthetic (per maker) | variant | alpha | "
+        "b_j / b_max (z-units of max per z of the component) | fallback |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key, d in learned.items():
+        syn = ", ".join(f"{k} {v:.3f}" for k, v in d["synthetic_max_auroc"].items())
+        for name, m in d["models"].items():
+            a = ", ".join(
+                f"{c} {w / m['coef'][0] if m['coef'][0] > 0 else 0:+.3f}"
+                for c, w in zip(m["components"], m["coef"][1:], strict=True)
+            )
+            lines.append(f"| {key} | {syn} | {name} | {m['alpha']:g} | {a} | {m['fallback']} |")
+    return "\n".join(lines)
 
 
 def _diagnostics_markdown(diag: dict[str, object]) -> str:
@@ -148,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--variants", default=None, help="comma list (default: all)")
     ap.add_argument("--only-cached", action="store_true", help="skip sets not in the cache")
+    ap.add_argument(
+        "--no-synthetic", action="store_true", help="no synthetic-defect maps (no learned*)"
+    )
     ap.add_argument("--build-only", action="store_true", help="fill the cache, score nothing")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "accuracy.json")
     args = ap.parse_args(argv)
@@ -167,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     timing: dict[str, dict[str, float]] = {}
     diagnostics: dict[str, object] = {}
+    learned: dict[str, object] = {}
     meta: dict[str, object] = {}
     for bb in backbones:
         cfg = ablation.MapConfig(bb, coreset_ratio=args.coreset)
@@ -196,12 +292,44 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t_maps = time.perf_counter() - t0
             meta[f"{dname}/{bb}"] = {**ms.meta, "split": ds.split}
+            syn = None
+            t_syn0 = time.perf_counter()
+            if not args.no_synthetic:
+                try:
+                    syn = load_or_compute_synthetic_maps(
+                        dname,
+                        ds.train,
+                        [s.image for s in ds.test],
+                        cfg,
+                        args.cache,
+                        threads=args.threads,
+                        log=None
+                        if args.only_cached
+                        else lambda m: print(m, file=sys.stderr, flush=True),
+                        compute=not args.only_cached,
+                    )
+                    meta[f"{dname}/{bb}"]["synthetic"] = syn.meta
+                except FileNotFoundError:
+                    print(f"{dname}/{bb}: no synthetic-defect maps", file=sys.stderr)
+            t_syn = time.perf_counter() - t_syn0
             if args.build_only:
-                print(f"{dname}/{bb}: maps ready ({t_maps:.1f} s)", file=sys.stderr, flush=True)
+                print(
+                    f"{dname}/{bb}: maps ready ({t_maps:.1f} s; synthetic {t_syn:.1f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 continue
             t1 = time.perf_counter()
-            all_scores = scores.score_variants(ms, names=variant_names)
+            models: dict[str, object] = {}
+            all_scores = scores.score_variants(
+                ms, names=variant_names, synthetic=syn, models=models
+            )
             t_var = time.perf_counter() - t1
+            if syn is not None:
+                learned[f"{dname}/{bb}"] = {
+                    "models": {k: m.state() | {"cv": m.cv} for k, m in models.items()},
+                    "synthetic_max_auroc": _synthetic_auroc(ms, syn),
+                }
             for sname, rows in _subsets(dname, ms.defects).items():
                 key = f"{sname}/{bb}"
                 diagnostics[key] = {
@@ -217,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             timing[f"{dname}/{bb}"] = {
                 "maps_s": t_maps,
+                "synthetic_s": t_syn,
                 "variants_s": t_var,
                 "bootstrap_s": time.perf_counter() - t1 - t_var,
             }
@@ -229,12 +358,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     report = ablation.report(results)
     print(report["markdown"])
+    fam_md, fam_sel = _family_report(results)
+    print(fam_md)
+    print(_learned_markdown(learned))
     print(_diagnostics_markdown(diagnostics))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "argv": sys.argv,
         "results": results,
         "selection": report["selection"],
+        "family_selection": fam_sel,
+        "learned": learned,
         "diagnostics": diagnostics,
         "timings_s": timing,
         "meta": meta,

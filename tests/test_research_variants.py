@@ -1,4 +1,5 @@
-"""Score variants of structcore.research.variants: shapes, invariances, one-sidedness, degenerate input."""
+"""Score variants of structcore.research.variants: shapes, invariances, one-sidedness,
+degenerate input."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from structcore.calibration import StructCalibrator
 from structcore.research import variants as sc
 from structcore.research.ablation import MapSet
-from structcore.calibration import StructCalibrator
 
 
 def _phi(seed: int, n: int = 40, f: int = 3) -> np.ndarray:

@@ -41,11 +41,11 @@ __all__ = [
     "auroc_matrix",
     "config_hash",
     "crossfit_maps_from_banks",
+    "family_stats",
     "fold_banks_path",
     "load_or_compute_fold_banks",
     "load_or_compute_maps",
     "paired_bootstrap",
-    "family_stats",
     "report",
     "score_with_bank",
     "select_leave_one_family_out",
@@ -360,10 +360,12 @@ def score_with_bank(
     from ..maps import AnomalyMapper
     from ..memory_bank import MemoryBank
 
-    mb = MemoryBank(np.ascontiguousarray(bank, dtype=np.float32), backend=det.backend,
-                    threads=det.threads)
-    mapper = AnomalyMapper(int(det.crop), float(det.sigma), backend=det.backend,
-                           threads=det.threads)
+    mb = MemoryBank(
+        np.ascontiguousarray(bank, dtype=np.float32), backend=det.backend, threads=det.threads
+    )
+    mapper = AnomalyMapper(
+        int(det.crop), float(det.sigma), backend=det.backend, threads=det.threads
+    )
     n = features.shape[0]
     maps = np.empty((n, int(det.crop), int(det.crop)), dtype=np.float32)
     smax = np.empty(n, dtype=np.float64)
@@ -379,7 +381,8 @@ def score_with_bank(
 def crossfit_maps_from_banks(
     det: Any, f_train: np.ndarray, banks: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Cross-fitted calibration maps from the fold banks (= ``det.calibration_maps(f, "crossfit")``).
+    """Cross-fitted calibration maps from the fold banks (= ``det.calibration_maps(f, "crossfit")``,
+    bit for bit).
 
     Parameters
     ----------
