@@ -125,6 +125,23 @@ def _synthetic_auroc(ms: object, syn: object) -> dict[str, float]:
     return out
 
 
+def _synthetic_z(ms: object, syn: object) -> dict[str, dict[str, float]]:
+    """Mean cross-fitted z of max and the paper's components on each maker's defects."""
+    from structcore.kernels import describe
+
+    comps = ("std", "top_mean", "tv")
+    pc = np.column_stack(
+        [ms.cal_max["crossfit"], describe(ms.cal_maps["crossfit"], comps)]  # type: ignore[attr-defined]
+    )
+    ps = np.column_stack([syn.max, describe(syn.maps, comps)])  # type: ignore[attr-defined]
+    z = scores.zscores(ps, *scores.center_scale(pc))
+    out = {}
+    for mk in dict.fromkeys(syn.maker.tolist()):  # type: ignore[attr-defined]
+        sel = syn.maker == mk  # type: ignore[attr-defined]
+        out[mk] = {c: float(z[sel, j].mean()) for j, c in enumerate(("max", *comps))}
+    return out
+
+
 def _family_report(results: dict) -> tuple[str, dict]:
     """Issue 13: per-family table and the leave-one-family-out choice (declared rule)."""
     sel_keys = [k for k in results if k.split("/")[0] != "mtd"]
@@ -216,6 +233,15 @@ def _learned_markdown(learned: dict) -> str:
                 for c, w in zip(m["components"], m["coef"][1:], strict=True)
             )
             lines.append(f"| {key} | {syn} | {name} | {m['alpha']:g} | {a} | {m['fallback']} |")
+    lines.append("\n### Synthetic defects: mean cross-fitted z (max, std, top_mean, tv)\n")
+    lines.append("| set/backbone | " + " | ".join(("cutpaste", "perlin", "painter")) + " |")
+    lines.append("|---|---|---|---|")
+    for key, d in learned.items():
+        cells = []
+        for mk in ("cutpaste", "perlin", "painter"):
+            z = d["synthetic_z"].get(mk)
+            cells.append("" if z is None else " / ".join(f"{v:+.1f}" for v in z.values()))
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -347,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                 learned[f"{dname}/{bb}"] = {
                     "models": {k: m.state() | {"cv": m.cv} for k, m in models.items()},
                     "synthetic_max_auroc": _synthetic_auroc(ms, syn),
+                    "synthetic_z": _synthetic_z(ms, syn),
                 }
             for sname, rows in _subsets(dname, ms.defects).items():
                 key = f"{sname}/{bb}"
