@@ -170,10 +170,18 @@ def _family_report(results: dict) -> tuple[str, dict]:
         )
     # compact table: the reference scores, the best existing variant (family-weighted mean
     # over every family: an in-sample label, for display only) and the learned ones
-    existing = [v for v in variants if not v.startswith("learned") and v != "max"]
+    existing = [
+        v
+        for v in variants
+        if not v.startswith("learned") and v != "max" and v not in scores.POST_HOC
+    ]
     best = max(existing, key=lambda v: ablation.family_stats(deltas, fam, v)[0])
     show = ["paper/l2/auto/train", "struct/paper/l2/train", "paper/l2/auto/crossfit", best]
-    show += [v for v in ("learned/cp+perlin", "learned/all") if v in variants]
+    show += [
+        v
+        for v in ("learned/cp+perlin", "learned/all", "learned/painter", "learned_notv/cp+perlin")
+        if v in variants
+    ]
     show = list(dict.fromkeys(v for v in show if v in variants))
     lines.append(f"\n### Per set: max AUROC and delta [95% CI] (best existing: {best})\n")
     lines.append("| set | max | " + " | ".join(show) + " |")
@@ -190,7 +198,8 @@ def _family_report(results: dict) -> tuple[str, dict]:
     if len(fams) < 2:
         return "\n".join(lines), out
     for rule in ("tolerance", "minimax"):
-        sel = ablation.select_leave_one_family_out(deltas, fam, candidates=variants, rule=rule)
+        cands = [v for v in variants if v not in scores.POST_HOC]
+        sel = ablation.select_leave_one_family_out(deltas, fam, candidates=cands, rule=rule)
         out[rule] = sel
         lines.append(f"\n### Leave-one-family-out choice, rule {rule!r}\n")
         lines.append(
