@@ -22,6 +22,15 @@ cross-fit folds).
 * ``mtd_<Class>`` (Blowhole, Break, Crack, Fray, Uneven): the same maps restricted to one
   defect class plus the same 190 good test images (five sets; they share their good images,
   so leave-one-out selection treats all ``mtd*`` sets as one group).
+* ``deeppcb``: DeepPCB (MVTec-style layout), train capped at ``--pcb-train`` (default 100,
+  seeded), test 89 good + 88 defective;
+* ``syn_<texture>``: the project's synthetic textures (``structcore.synthetic.write_dataset``,
+  seed 0, 60 train / 40 good + 45 defective test per texture), written once into the cache.
+
+Families (``family``): bottle, mtd, deeppcb, synthetic. Issue 13's leave-one-family-out
+choice (rule declared in docs/ABLATION.md before the results) is printed after issue 7's
+leave-one-set-out tables. Synthetic-defect maps of every set (``research/synthetic_defects``)
+are computed and cached too, for the ``learned*`` variants (``--no-synthetic`` skips them).
 """
 
 from __future__ import annotations
