@@ -143,6 +143,14 @@ def test_map_cache_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ms.cal_max[mode], det.train_max_[mode])
     np.testing.assert_array_equal(ms.cal_maps["train"], det.predict(imgs[:4]).maps)
     np.testing.assert_array_equal(ms.folds, det.crossfit_folds(4))
+    # the cross-fit maps come from the cached fold banks: the same as the detector's own
+    cf_maps, cf_max = det.calibration_maps(det.features(imgs[:4]), "crossfit")
+    np.testing.assert_array_equal(ms.cal_maps["crossfit"], cf_maps)
+    np.testing.assert_array_equal(ms.cal_max["crossfit"], cf_max)
+    fb = ab.fold_banks_path("t", imgs[:4], imgs[4:], cfg, cache)
+    assert fb.is_file()
+    with np.load(fb) as z:
+        assert sorted(z.files) == ["bank0", "bank1"]
 
 
 def test_map_config_fields_are_detector_parameters() -> None:

@@ -151,7 +151,33 @@ def test_every_variant_scores_every_image() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         out = sc.score_variants(ms)
+    # without synthetic-defect maps the learned* variants are left out
+    assert set(out) == set(sc.VARIANTS) - set(sc.LEARNED)
+    with pytest.raises(ValueError, match="synthetic"):
+        sc.score_variants(ms, ["learned/cp+perlin"])
+    from structcore.research.synthetic_defects import SyntheticMaps
+
+    rng = np.random.default_rng(9)
+    n_cal = ms.cal_maps["crossfit"].shape[0]
+    syn = ms.cal_maps["crossfit"][np.repeat(np.arange(n_cal), 3)].copy()
+    for i in range(syn.shape[0]):  # a blob of random place and height on every copy
+        y, x = rng.integers(0, 16, size=2)
+        syn[i, y : y + 6, x : x + 6] += rng.uniform(1.0, 4.0)
+    synthetic = SyntheticMaps(
+        syn,
+        syn.reshape(syn.shape[0], -1).max(axis=1).astype(np.float64),
+        np.repeat(np.arange(n_cal), 3),
+        np.tile(np.array(["cutpaste", "perlin", "painter"]), n_cal),
+        {},
+    )
+    models: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = sc.score_variants(ms, synthetic=synthetic, models=models)
     assert set(out) == set(sc.VARIANTS)
+    assert set(models) == set(sc.LEARNED)
+    for name, m in models.items():  # the score is the model's max + a . z on the test maps
+        assert m.coef.size == 1 + len(sc.LEARNED[name][0])
     for name, s in out.items():
         assert s.shape == (12,), name
         assert np.isfinite(s).all(), name

@@ -40,9 +40,15 @@ __all__ = [
     "auroc",
     "auroc_matrix",
     "config_hash",
+    "crossfit_maps_from_banks",
+    "family_stats",
+    "fold_banks_path",
+    "load_or_compute_fold_banks",
     "load_or_compute_maps",
     "paired_bootstrap",
     "report",
+    "score_with_bank",
+    "select_leave_one_family_out",
     "select_leave_one_out",
 ]
 
@@ -249,7 +255,15 @@ def load_or_compute_maps(
     for mode in ("crossfit", "train"):
         t2 = time.perf_counter()
         _log(log, f"[{stem}] calibration maps ({mode})")
-        cal_maps[mode], cal_max[mode] = det.calibration_maps(f_train, mode)
+        if mode == "crossfit":
+            # The fold banks are cached too (synthetic-defect calibration scores with them);
+            # crossfit_maps_from_banks equals det.calibration_maps(f_train, "crossfit")
+            # (tests/test_research_ablation.py checks it bit for bit).
+            fb_path = cache / f"foldbanks__{stem}__{hm}.npz"
+            banks = load_or_compute_fold_banks(det, f_train, fb_path)
+            cal_maps[mode], cal_max[mode] = crossfit_maps_from_banks(det, f_train, banks)
+        else:
+            cal_maps[mode], cal_max[mode] = det.calibration_maps(f_train, mode)
         timings[f"calibration_{mode}"] = time.perf_counter() - t2
     t3 = time.perf_counter()
     _log(log, f"[{stem}] test maps")
@@ -276,6 +290,119 @@ def load_or_compute_maps(
         meta=json.dumps(meta),
     )
     return MapSet(test_maps, test_max, lab, dfc, cal_maps, cal_max, folds, meta)
+
+
+def fold_banks_path(
+    name: str,
+    train: Sequence[str | Path],
+    test: Sequence[str | Path],
+    cfg: MapConfig,
+    cache_dir: str | Path,
+) -> Path:
+    """Cache file of the cross-fit fold banks of a data set (see :func:`load_or_compute_maps`)."""
+    lists = {"train": [str(p) for p in train], "test": [str(p) for p in test]}
+    hm = config_hash(asdict(cfg), lists)
+    return Path(cache_dir) / f"foldbanks__{name}__{cfg.backbone}__{hm}.npz"
+
+
+def load_or_compute_fold_banks(det: Any, f_train: np.ndarray, path: str | Path) -> list[np.ndarray]:
+    """The ``folds`` cross-fit banks of a detector's train features, cached at ``path``.
+
+    Bank ``i`` is built exactly as :meth:`Detector.calibration_maps` builds it for fold ``i``
+    (:func:`structcore.crossfit.fold_parts`; :meth:`MemoryBank.build` with the detector's
+    ``coreset_ratio``, ``projection_dim``, ``seed``, ``backend`` and ``threads``) from the
+    features of every image outside fold ``i``.
+
+    Parameters
+    ----------
+    det : structcore.Detector
+        Fitted (or at least configured) detector; only its parameters are used.
+    f_train : ndarray (N, h, w, D), float32
+        Train features in fit order.
+    path : str or Path
+
+    Returns
+    -------
+    list of ``folds`` ndarrays (n_bank_i, D), float32
+    """
+    from ..crossfit import fold_parts
+    from ..memory_bank import MemoryBank
+
+    path = Path(path)
+    p = det.validate_params()
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return [z[f"bank{i}"] for i in range(p["folds"])]
+    perm, parts = fold_parts(f_train.shape[0], p["folds"], p["seed"])
+    banks = [
+        MemoryBank.build(
+            f_train[np.setdiff1d(perm, held)],
+            p["coreset_ratio"],
+            projection_dim=p["projection_dim"],
+            seed=p["seed"],
+            backend=det.backend,
+            threads=det.threads,
+        ).vectors
+        for held in parts
+    ]
+    _atomic_savez(path, **{f"bank{i}": b for i, b in enumerate(banks)})
+    return banks
+
+
+def score_with_bank(
+    det: Any, features: np.ndarray, bank: np.ndarray, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Maps (n, crop, crop) float32 and max (n,) of ``features`` against ``bank``.
+
+    The detector's map stage (:meth:`MemoryBank.search` with ``k``, :class:`AnomalyMapper`
+    with ``crop`` and ``sigma``, max pooling); PatchCore's reweighting is not applied.
+    """
+    from ..maps import AnomalyMapper
+    from ..memory_bank import MemoryBank
+
+    mb = MemoryBank(
+        np.ascontiguousarray(bank, dtype=np.float32), backend=det.backend, threads=det.threads
+    )
+    mapper = AnomalyMapper(
+        int(det.crop), float(det.sigma), backend=det.backend, threads=det.threads
+    )
+    n = features.shape[0]
+    maps = np.empty((n, int(det.crop), int(det.crop)), dtype=np.float32)
+    smax = np.empty(n, dtype=np.float64)
+    for s in range(0, n, batch_size):
+        f = np.ascontiguousarray(features[s : s + batch_size], dtype=np.float32)
+        scores, _ = mb.search(f, int(det.k))
+        m = mapper(scores)
+        maps[s : s + batch_size] = m
+        smax[s : s + batch_size] = mapper.max_scores(m)
+    return maps, smax
+
+
+def crossfit_maps_from_banks(
+    det: Any, f_train: np.ndarray, banks: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-fitted calibration maps from the fold banks (= ``det.calibration_maps(f, "crossfit")``,
+    bit for bit).
+
+    Parameters
+    ----------
+    det : structcore.Detector
+    f_train : ndarray (N, h, w, D), float32
+    banks : the :func:`load_or_compute_fold_banks` banks
+
+    Returns
+    -------
+    maps : ndarray (N, crop, crop), float32
+    score_max : ndarray (N,), float64
+    """
+    folds = det.crossfit_folds(f_train.shape[0])
+    n = f_train.shape[0]
+    maps = np.empty((n, int(det.crop), int(det.crop)), dtype=np.float32)
+    smax = np.empty(n, dtype=np.float64)
+    for i, b in enumerate(banks):
+        idx = np.flatnonzero(folds == i)
+        maps[idx], smax[idx] = score_with_bank(det, f_train[idx], b)
+    return maps, smax
 
 
 # --------------------------------------------------------------------------- AUROC + bootstrap
@@ -459,6 +586,94 @@ def select_leave_one_out(
             "selection_min": stats[chosen][1],
             "qualified": bool(ok),
             "held_out_delta": float(deltas[h][chosen]),
+        }
+    return out
+
+
+#: Allowed loss to max pooling on any set (issue 13's goal and the selection's tolerance).
+FAMILY_TOLERANCE = 0.005
+
+
+def family_stats(
+    deltas: Mapping[str, Mapping[str, float]], family: Mapping[str, str], variant: str
+) -> tuple[float, float]:
+    """(family-weighted mean, worst per-set) delta of ``variant`` over the sets of ``deltas``.
+
+    The family-weighted mean is the mean over families of the mean over each family's sets,
+    so a family seen through many overlapping sets (Magnetic Tile's five classes) counts
+    once.
+    """
+    fams: dict[str, list[float]] = {}
+    for s, d in deltas.items():
+        fams.setdefault(family[s], []).append(float(d[variant]))
+    mean = float(np.mean([np.mean(v) for v in fams.values()]))
+    worst = float(min(min(v) for v in fams.values()))
+    return mean, worst
+
+
+def select_leave_one_family_out(
+    deltas: Mapping[str, Mapping[str, float]],
+    family: Mapping[str, str],
+    *,
+    tolerance: float = FAMILY_TOLERANCE,
+    candidates: Sequence[str] | None = None,
+    rule: str = "tolerance",
+) -> dict[str, dict[str, Any]]:
+    """Issue 13's rule, declared before the results: pick a variant per held-out *family*.
+
+    For held-out family ``F`` only the sets of the other families are looked at. Per
+    candidate: the family-weighted mean delta (:func:`family_stats`) and the worst per-set
+    delta on those sets.
+
+    * ``rule="tolerance"`` (primary): among candidates whose worst per-set delta is
+      ``>= -tolerance``, the largest family-weighted mean; none qualifies: the largest worst;
+    * ``rule="minimax"`` (secondary, reported beside it): the largest worst, then the mean.
+
+    Ties: first in ``candidates`` order (``max`` first).
+
+    Parameters
+    ----------
+    deltas : mapping set -> (variant -> AUROC delta to max pooling)
+    family : mapping set -> family name
+    tolerance : float
+    candidates : sequence of str or None (default: the variants of the first set)
+    rule : {"tolerance", "minimax"}
+
+    Returns
+    -------
+    dict family -> dict
+        ``variant``, ``selection_families``, ``selection_mean``, ``selection_min``,
+        ``qualified``, ``held_out`` (set -> delta of the chosen variant on the held-out
+        family's sets), ``held_out_mean`` (their mean), ``held_out_min``.
+    """
+    if rule not in ("tolerance", "minimax"):
+        raise ValueError(f"rule must be 'tolerance' or 'minimax'; got {rule!r}")
+    sets = list(deltas)
+    cands = list(candidates) if candidates is not None else list(deltas[sets[0]])
+    fams = list(dict.fromkeys(family[s] for s in sets))
+    if len(fams) < 2:
+        raise ValueError("leave-one-family-out needs at least two families")
+    out: dict[str, dict[str, Any]] = {}
+    for f in fams:
+        sel = {s: deltas[s] for s in sets if family[s] != f}
+        stats = {c: family_stats(sel, family, c) for c in cands}
+        ok = [c for c in cands if stats[c][1] >= -tolerance]
+        if rule == "minimax":
+            chosen = max(cands, key=lambda c: (stats[c][1], stats[c][0], -cands.index(c)))
+        elif ok:
+            chosen = max(ok, key=lambda c: (stats[c][0], -cands.index(c)))
+        else:
+            chosen = max(cands, key=lambda c: (stats[c][1], -cands.index(c)))
+        held = {s: float(deltas[s][chosen]) for s in sets if family[s] == f}
+        out[f] = {
+            "variant": chosen,
+            "selection_families": sorted({family[s] for s in sel}),
+            "selection_mean": stats[chosen][0],
+            "selection_min": stats[chosen][1],
+            "qualified": bool(ok),
+            "held_out": held,
+            "held_out_mean": float(np.mean(list(held.values()))),
+            "held_out_min": float(min(held.values())),
         }
     return out
 
