@@ -166,6 +166,17 @@ void bind_knn(py::module_& m) {
       py::arg("threads") = 0, py::arg("level") = "",
       "As knn with the bank given as the raw bits of a float16 array (bank.view(np.uint16)).");
   m.def(
+      "knn_amx_emulated",
+      [](const F32& queries, const F32& bank, std::int64_t k, int threads) {
+        return run(queries, bank, k, threads, "",
+                   [](auto q, auto nq, auto b, auto nb, auto d, auto kk, auto di, auto ii,
+                      auto th, auto) { structcore::knn_amx_emulated(q, nq, b, nb, d, kk, di, ii, th); });
+      },
+      py::arg("queries").noconvert(), py::arg("bank").noconvert(), py::arg("k"),
+      py::arg("threads") = 0,
+      "Test hook: the AMX candidate pass with its tile instructions emulated in scalar code "
+      "(checks the AMX pass's layouts and offsets on any AVX-512 BF16 CPU; slow).");
+  m.def(
       "knn_info", [](std::int64_t k) {
         py::dict d = choice_dict(structcore::knn_choice(k));
         d["cpu"] = features_dict(structcore::cpu_features());

@@ -861,10 +861,15 @@ class Bf16Pass {
 constexpr std::int64_t kBf16KC = 256;
 
 template <class BankT>
-void knn_driver_bf16(const Problem<BankT>& p, int threads, KnnPath path) {
+void knn_driver_bf16(const Problem<BankT>& p, int threads, KnnPath path,
+                     bool emulate_amx = false) {
   check_problem(p);
   knn_detail::Bf16Kernels B16{};
-  if (path == KnnPath::AMX) {
+  if (emulate_amx) {
+    require(cpu_has_avx512_bf16() && knn_amx_built(),
+            "knn: the AMX emulation needs AVX-512 BF16 and an AMX-capable build");
+    B16 = knn_detail::kernels_amx_emulated();
+  } else if (path == KnnPath::AMX) {
     require(knn_amx_usable(), "knn: AMX-BF16 is not usable on this CPU (see build_info())");
     B16 = knn_detail::kernels_amx();
   } else {
@@ -947,6 +952,19 @@ void knn_f16_amx(const float* queries, std::int64_t n_queries, const std::uint16
 #else
   (void)queries, (void)n_queries, (void)bank_f16, (void)n_bank, (void)dim, (void)k,
       (void)distances, (void)indices, (void)threads;
+  throw std::invalid_argument("knn: AMX path not built for this architecture");
+#endif
+}
+
+void knn_amx_emulated(const float* queries, std::int64_t n_queries, const float* bank,
+                      std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+                      std::int64_t* indices, int threads) {
+#if defined(STRUCTCORE_X86)
+  knn_driver_bf16(Problem<float>{queries, n_queries, bank, n_bank, dim, k, distances, indices},
+                  threads, KnnPath::AMX, true);
+#else
+  (void)queries, (void)n_queries, (void)bank, (void)n_bank, (void)dim, (void)k, (void)distances,
+      (void)indices, (void)threads;
   throw std::invalid_argument("knn: AMX path not built for this architecture");
 #endif
 }

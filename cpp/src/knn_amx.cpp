@@ -141,6 +141,81 @@ void to_pairs_a_amx(const float* P, std::int64_t dim, int width, std::int64_t d2
   }
 }
 
+// ---- test hook: the same operand walk with scalar "tiles" (runs without AMX) -------------
+// Mirrors gemm_amx line by line: the same base pointers and byte strides, a 16 x 64-byte
+// tile load, and TDPBF16PS's definition (dst[m][n] += a[m].lo * b[k][n].lo, then
+// += a[m].hi * b[k][n].hi, fp32 round to nearest even; bf16 products are exact in fp32).
+// What it cannot check is the hardware itself (LDTILECFG, the instructions); what it does
+// check is every layout and offset the AMX pass relies on.
+struct EmuTile {
+  std::uint32_t w[16][16];  // 16 rows x 64 bytes
+};
+void emu_load(EmuTile& t, const void* base, long stride) {
+  for (int r = 0; r < 16; ++r)
+    std::memcpy(t.w[r], static_cast<const char*>(base) + r * stride, 64);
+}
+void emu_store(const EmuTile& t, void* base, long stride) {
+  for (int r = 0; r < 16; ++r) std::memcpy(static_cast<char*>(base) + r * stride, t.w[r], 64);
+}
+float bf16_lo(std::uint32_t w) {
+  const std::uint32_t b = w << 16;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+float bf16_hi(std::uint32_t w) {
+  const std::uint32_t b = w & 0xffff0000u;
+  float f;
+  std::memcpy(&f, &b, 4);
+  return f;
+}
+void emu_dpbf16ps(EmuTile& c, const EmuTile& a, const EmuTile& b) {
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 16; ++n) {
+      float acc;
+      std::memcpy(&acc, &c.w[m][n], 4);
+      for (int k = 0; k < 16; ++k) {
+        acc += bf16_lo(a.w[m][k]) * bf16_lo(b.w[k][n]);
+        acc += bf16_hi(a.w[m][k]) * bf16_hi(b.w[k][n]);
+      }
+      std::memcpy(&c.w[m][n], &acc, 4);
+    }
+}
+void gemm_amx_emulated(std::int64_t kc2, const std::uint32_t* A, const std::uint32_t* B,
+                       float* tile, bool accumulate) {
+  constexpr long kCStride = kAmxNR * sizeof(float);
+  constexpr long kAStride = kPairStep * sizeof(std::uint32_t);
+  constexpr long kBStride = kAmxNR * sizeof(std::uint32_t);
+  float* c01 = tile + 16;
+  float* c10 = tile + 16 * kAmxNR;
+  float* c11 = c10 + 16;
+  EmuTile t[8];
+  if (accumulate) {
+    emu_load(t[0], tile, kCStride);
+    emu_load(t[1], c01, kCStride);
+    emu_load(t[2], c10, kCStride);
+    emu_load(t[3], c11, kCStride);
+  } else {
+    std::memset(t, 0, 4 * sizeof(EmuTile));
+  }
+  for (std::int64_t s = 0; s < kc2; s += kPairStep) {
+    const std::uint32_t* a = A + s * kAmxMR;
+    const std::uint32_t* b = B + s * kAmxNR;
+    emu_load(t[4], a, kAStride);
+    emu_load(t[5], a + 16 * kPairStep, kAStride);
+    emu_load(t[6], b, kBStride);
+    emu_load(t[7], b + 16, kBStride);
+    emu_dpbf16ps(t[0], t[4], t[6]);
+    emu_dpbf16ps(t[1], t[4], t[7]);
+    emu_dpbf16ps(t[2], t[5], t[6]);
+    emu_dpbf16ps(t[3], t[5], t[7]);
+  }
+  emu_store(t[0], tile, kCStride);
+  emu_store(t[1], c01, kCStride);
+  emu_store(t[2], c10, kCStride);
+  emu_store(t[3], c11, kCStride);
+}
+
 }  // namespace
 
 bool amx_built() noexcept { return true; }
@@ -149,6 +224,14 @@ Bf16Kernels kernels_amx() noexcept {
   const Bf16Kernels bf = kernels_avx512bf16();  // bank pair panels and the bound: shared
   return Bf16Kernels{kAmxMR,    kAmxNR,         gemm_amx,  bf.to_pairs, bf.finish,
                      to_pairs_a_amx, kPairStep, amx_begin, amx_end};
+}
+
+Bf16Kernels kernels_amx_emulated() noexcept {
+  Bf16Kernels k = kernels_amx();
+  k.gemm = gemm_amx_emulated;
+  k.begin = nullptr;
+  k.end = nullptr;
+  return k;
 }
 
 }  // namespace knn_detail
@@ -164,6 +247,8 @@ bool amx_built() noexcept { return false; }
 Bf16Kernels kernels_amx() noexcept {
   return Bf16Kernels{0, 0, nullptr, nullptr, nullptr, nullptr, 1, nullptr, nullptr};
 }
+
+Bf16Kernels kernels_amx_emulated() noexcept { return kernels_amx(); }
 
 }  // namespace knn_detail
 }  // namespace structcore

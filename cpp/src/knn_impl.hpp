@@ -85,6 +85,9 @@ Bf16Kernels kernels_avx512bf16() noexcept;
 // (kernels_amx() then returns null function pointers and must not be used).
 bool amx_built() noexcept;
 Bf16Kernels kernels_amx() noexcept;
+// Test hook: kernels_amx() with the tile instructions replaced by a scalar emulation of the
+// same operand walk (runs on any AVX-512 BF16 CPU; checks layouts and offsets, not hardware).
+Bf16Kernels kernels_amx_emulated() noexcept;
 #endif
 
 // Portable helpers shared by the ISA files (defined in knn.cpp).

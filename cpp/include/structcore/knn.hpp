@@ -125,6 +125,14 @@ void knn_f16_amx(const float* queries, std::int64_t n_queries, const std::uint16
                  std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
                  std::int64_t* indices, int threads);
 
+/// Test hook (float32 bank): knn_amx() with the tile instructions replaced by a scalar
+/// emulation of the same operand walk (the AMX pass's packing, padding, offsets and strides,
+/// on any AVX-512 BF16 CPU; slow). std::invalid_argument without AVX-512 BF16 or without an
+/// AMX-capable build.
+void knn_amx_emulated(const float* queries, std::int64_t n_queries, const float* bank,
+                      std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+                      std::int64_t* indices, int threads);
+
 // ---- run-time choice of the kNN path -------------------------------------------------------
 
 /// The kNN code paths, narrowest first. Scalar / AVX2 / AVX512: float32 norms-trick pass
