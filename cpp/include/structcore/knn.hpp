@@ -51,9 +51,12 @@
 // one packed copy of at most ~2048 queries, and threads * min(Q, 2048) * k (float, int64).
 //
 // SIMD: the micro-kernels come in AVX-512 (MR x NR = 14 x 32), AVX2 (6 x 16) and portable
-// scalar (4 x 8) versions; `level` selects one, clamped to structcore::simd_level().
+// scalar (4 x 8) versions; `level` selects one, clamped to structcore::simd_level(). The
+// AVX-512 float32 pass chunks the depth per CPU (knn_choose(): 256 on AMD, 128 elsewhere).
 // On AVX-512 BF16 CPUs the Python default is knn_bf16() (below): a bf16 candidate pass at
-// twice the float32 FMA rate, with a proven bound and exact re-ranking of all candidates.
+// twice the float32 FMA rate, with a proven bound and exact re-ranking of all candidates;
+// on CPUs with usable AMX-BF16 it is knn_amx(), the same pass on AMX tiles. knn_choice()
+// makes that choice (and says why) from cpu_features() and STRUCTCORE_SIMD.
 #pragma once
 
 #include <cstdint>
