@@ -265,7 +265,7 @@ def test_amx_emulated_hypothesis(data, n_q, n_b, dim):
     assert_same(_core.knn_amx_emulated(q, b, k, 1), _core.knn(q, b, k, 1, "avx512bf16"))
 
 
-@pytest.mark.skipif(not HAS_AMX, reason="CPU without usable AMX-BF16 (cpuid + XCR0 + arch_prctl)")
+@pytest.mark.skipif(not HAS_AMX, reason=f"no usable AMX-BF16 here: {INFO['reason']}")
 @pytest.mark.parametrize("threads", [1, 2])
 def test_amx_matches_f32_path(threads):
     # Real tiles. The candidate pass differs from the float32 one, the re-ranking is exact,

@@ -101,6 +101,7 @@ py::dict features_dict(const structcore::CpuFeatures& f) {
   d["family"] = f.family;
   d["model"] = f.model;
   d["l1d_kib"] = f.l1d_kib;
+  d["amx_perm_errno"] = f.amx_perm_errno;
 #define STRUCTCORE_FLAG(name) d[#name] = f.name
   STRUCTCORE_FLAG(avx2); STRUCTCORE_FLAG(fma); STRUCTCORE_FLAG(f16c);
   STRUCTCORE_FLAG(avx512f); STRUCTCORE_FLAG(avx512bw); STRUCTCORE_FLAG(avx512dq);
@@ -123,6 +124,7 @@ structcore::CpuFeatures features_from(const py::dict& d) {
     } else if (key == "family") f.family = py::cast<int>(v);
     else if (key == "model") f.model = py::cast<int>(v);
     else if (key == "l1d_kib") f.l1d_kib = py::cast<int>(v);
+    else if (key == "amx_perm_errno") f.amx_perm_errno = py::cast<int>(v);
 #define STRUCTCORE_FLAG(name) else if (key == #name) f.name = py::cast<bool>(v)
     STRUCTCORE_FLAG(avx2); STRUCTCORE_FLAG(fma); STRUCTCORE_FLAG(f16c);
     STRUCTCORE_FLAG(avx512f); STRUCTCORE_FLAG(avx512bw); STRUCTCORE_FLAG(avx512dq);

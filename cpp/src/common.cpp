@@ -1,5 +1,6 @@
 #include "structcore/common.hpp"
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <utility>
@@ -169,6 +170,7 @@ CpuFeatures detect_features() noexcept {
   if (f.amx_tile && f.os_amx) {
     constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
     f.amx_permitted = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+    if (!f.amx_permitted) f.amx_perm_errno = errno;
   }
 #endif
 #endif
@@ -198,7 +200,9 @@ std::string cpu_features_string(const CpuFeatures& f) {
   s += f.os_avx ? " avx" : "";
   s += f.os_avx512 ? " avx512" : "";
   s += f.os_amx ? " amx" : "";
-  if (f.amx_tile) s += f.amx_permitted ? " (amx permitted)" : " (amx NOT permitted)";
+  if (f.amx_tile && f.os_amx)
+    s += f.amx_permitted ? " (amx permitted)"
+                         : " (amx NOT permitted, errno " + std::to_string(f.amx_perm_errno) + ")";
   return s;
 }
 

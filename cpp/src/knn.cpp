@@ -1008,7 +1008,9 @@ KnnChoice knn_choose(const CpuFeatures& cpu, const std::string& request, std::in
   std::string amx_missing;
   if (!cpu.amx_tile || !cpu.amx_bf16) amx_missing = "no AMX-TILE/AMX-BF16 (cpuid 7.0 EDX 24/22)";
   else if (!cpu.os_amx) amx_missing = "the OS did not enable AMX state (XCR0 bits 17/18)";
-  else if (!cpu.amx_permitted) amx_missing = "arch_prctl(ARCH_REQ_XCOMP_PERM) was refused";
+  else if (!cpu.amx_permitted)
+    amx_missing = "arch_prctl(ARCH_REQ_XCOMP_PERM) was refused, errno " +
+                  std::to_string(cpu.amx_perm_errno);
   else if (!bf16) amx_missing = "no AVX-512 BF16 (needed for the bf16 conversions)";
   else if (!amx_built) amx_missing = "this build has no AMX kernel (compiler without -mamx-bf16)";
   const bool amx = amx_missing.empty();

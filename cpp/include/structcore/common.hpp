@@ -62,6 +62,7 @@ struct CpuFeatures {
   bool os_avx512 = false;    // XCR0 bits 5, 6, 7 (opmask, ZMM_Hi256, Hi16_ZMM)
   bool os_amx = false;       // XCR0 bits 17, 18 (XTILECFG, XTILEDATA)
   bool amx_permitted = false;  // Linux: arch_prctl(ARCH_REQ_XCOMP_PERM, 18) granted
+  int amx_perm_errno = 0;      // errno of a refused request (ENOSPC: a too small sigaltstack)
 };
 
 /// This CPU's features, detected once per process (thread-safe). On Linux, when cpuid and
