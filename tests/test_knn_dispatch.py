@@ -301,3 +301,22 @@ def test_explicit_amx_level_refused_without_amx():
         _core.knn(q, b, 1, 0, "amx")
     with pytest.raises(ValueError, match="AMX"):
         _core.knn_f16(q, b.astype(np.float16).view(np.uint16), 1, 0, "amx")
+
+
+@pytest.mark.parametrize("kc", ["64", "512", "100", "junk"])
+def test_kc_override(kc):
+    # STRUCTCORE_KNN_KC retunes the AVX-512 float32 depth chunk (multiples of 32 only);
+    # results do not change (the same sums in another chunking, exact re-ranking).
+    env = dict(os.environ, STRUCTCORE_KNN_KC=kc, STRUCTCORE_SIMD="avx512")
+    env["PYTHONPATH"] = os.pathsep.join(
+        [os.path.dirname(os.path.dirname(structcore.__file__)), env.get("PYTHONPATH", "")]
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", _FORCED], env=env, capture_output=True, text=True, check=True
+    )
+    out = json.loads(res.stdout)
+    assert out["equal"] and out["dist_ok"] and out["equal16"], out
+    if out["info"]["f32"] == "avx512":
+        valid = kc in ("64", "512")
+        assert (out["info"]["kc"] == int(kc)) if valid else (out["info"]["kc"] in (128, 256))
+        assert ("STRUCTCORE_KNN_KC" in out["info"]["reason"]) == valid

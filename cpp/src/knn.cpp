@@ -344,6 +344,24 @@ std::int64_t f32_kc(const CpuFeatures& cpu) {
   return std::strcmp(cpu.vendor, "AuthenticAMD") == 0 ? kKC : 128;
 }
 
+// STRUCTCORE_KNN_KC (read once): a multiple of 32 in [32, 4096] overrides f32_kc() for tuning
+// on a new CPU; 0 when unset or invalid.
+std::int64_t kc_override() {
+  static const std::int64_t kc = [] {
+    const char* env = std::getenv("STRUCTCORE_KNN_KC");
+    if (!env) return std::int64_t{0};
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    return (end != env && *end == '\0' && v >= 32 && v <= 4096 && v % 32 == 0)
+               ? static_cast<std::int64_t>(v)
+               : std::int64_t{0};
+  }();
+  return kc;
+}
+
+// The depth chunk the AVX-512 float32 pass uses here.
+std::int64_t f32_kc_here() { return kc_override() ? kc_override() : f32_kc(cpu_features()); }
+
 // Blocking of one call (units: rows).
 struct Blocking {
   std::int64_t MR, NR;       // micro tile
@@ -659,7 +677,7 @@ template <class BankT>
 void knn_driver(const Problem<BankT>& p, int threads, SimdLevel level) {
   check_problem(p);
   const Kernels K = select_kernels(level);
-  const std::int64_t kc = K.nr == 32 ? f32_kc(cpu_features()) : kKC;  // AVX-512 14x32: per CPU
+  const std::int64_t kc = K.nr == 32 ? f32_kc_here() : kKC;  // AVX-512 14x32: per CPU
   scale_and_walk(K, p, threads, kc, [&](const Blocking& B) { return TopKPass<BankT>(K, B, p); });
 }
 
@@ -1100,7 +1118,12 @@ const std::string& simd_request() {
 }  // namespace
 
 KnnChoice knn_choice(std::int64_t k) {
-  return knn_choose(cpu_features(), simd_request(), k, knn_amx_built());
+  KnnChoice c = knn_choose(cpu_features(), simd_request(), k, knn_amx_built());
+  if (c.f32 == KnnPath::AVX512 && kc_override()) {
+    c.kc = kc_override();
+    c.reason += "; kc " + std::to_string(c.kc) + " from STRUCTCORE_KNN_KC";
+  }
+  return c;
 }
 
 bool knn_amx_usable() noexcept {

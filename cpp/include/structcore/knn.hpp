@@ -169,7 +169,9 @@ struct KnnChoice {
 KnnChoice knn_choose(const CpuFeatures& cpu, const std::string& request, std::int64_t k,
                      bool amx_built);
 
-/// knn_choose(cpu_features(), STRUCTCORE_SIMD (read once per process), k, knn_amx_built()).
+/// knn_choose(cpu_features(), STRUCTCORE_SIMD (read once per process), k, knn_amx_built()),
+/// with the AVX-512 float32 depth chunk overridden by STRUCTCORE_KNN_KC (a multiple of 32 in
+/// [32, 4096]; read once; for tuning on a new CPU) when set.
 KnnChoice knn_choice(std::int64_t k);
 
 /// True when this binary contains the AMX kernel (the compiler accepted -mamx-tile/-mamx-bf16).
