@@ -58,6 +58,11 @@ struct alignas(64) TileConfig {
 static_assert(sizeof(TileConfig) == 64, "LDTILECFG operand is 64 bytes");
 
 // Every tile used here (tmm0..tmm7) is 16 rows x 64 bytes.
+//
+// LDTILECFG is issued with our own asm: GCC 12's _tile_loadconfig() declares its operand as
+// one pointer-sized object ("m" (*(const void**)p)), so the compiler treated the colsb/rows
+// stores as dead and removed them (seen in the disassembly: only the palette byte was
+// written). Here the operand is the whole 64-byte struct, plus a memory clobber.
 void amx_begin() {
   TileConfig cfg;
   std::memset(&cfg, 0, sizeof cfg);
@@ -66,7 +71,7 @@ void amx_begin() {
     cfg.colsb[t] = 64;
     cfg.rows[t] = 16;
   }
-  _tile_loadconfig(&cfg);
+  __asm__ volatile("ldtilecfg %0" : : "m"(cfg) : "memory");
 }
 
 void amx_end() { _tile_release(); }
@@ -77,6 +82,10 @@ void amx_end() { _tile_release(); }
 // Precondition: amx_begin() ran on this thread (tile configuration loaded).
 void gemm_amx(std::int64_t kc2, const std::uint32_t* A, const std::uint32_t* B, float* tile,
               bool accumulate) {
+  // GCC's tileloadd asm has no memory input either: a compiler barrier so that no store to
+  // A, B or tile can be moved past the loads (none can today: they happen in other functions
+  // called through pointers; this keeps it true if that changes).
+  __asm__ volatile("" : : : "memory");
   constexpr long kCStride = kAmxNR * sizeof(float);            // 128 bytes
   constexpr long kAStride = kPairStep * sizeof(std::uint32_t);  // 64 bytes
   constexpr long kBStride = kAmxNR * sizeof(std::uint32_t);     // 128 bytes
