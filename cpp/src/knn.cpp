@@ -366,7 +366,6 @@ std::int64_t f32_kc_here() { return kc_override() ? kc_override() : f32_kc(cpu_f
 struct Blocking {
   std::int64_t MR, NR;       // micro tile
   std::int64_t KC;           // depth chunk (floats; the bf16 passes use KC / 2 pairs)
-  bool query_outer;          // block_gemm loop order: query panel outer (reused from L1)
   std::int64_t MC;           // query rows per block (kMCPanels MR panels)
   std::int64_t NC;           // bank rows per packed block (a multiple of NR)
   std::int64_t QB;           // queries per batch (a multiple of MC)
@@ -384,7 +383,6 @@ Blocking make_blocking(const Kernels& K, std::int64_t nq, std::int64_t nb, int T
   B.NR = K.nr;
   B.MC = kMCPanels * B.MR;
   B.KC = kc;
-  B.query_outer = false;
   B.NC = std::max<std::int64_t>(B.NR, (kNC / B.NR) * B.NR);
   B.QB = std::max<std::int64_t>(B.MC, (kQBatch / B.MC) * B.MC);
   B.nbb = (nb + B.NC - 1) / B.NC;
@@ -408,16 +406,6 @@ void block_gemm(const Blocking& B, Gemm gemm, const W* A, const W* Bpan, std::in
   const std::int64_t MR = B.MR, NR = B.NR;
   for (std::int64_t pc = 0; pc < depth; pc += KC) {
     const std::int64_t kc = std::min(KC, depth - pc);
-    if (B.query_outer) {
-      for (std::int64_t ip = 0; ip < mpan; ++ip) {
-        const W* App = A + (ic / MR + ip) * MR * depth + pc * MR;
-        for (std::int64_t jp = 0; jp < npan; ++jp) {
-          const W* Bpp = Bpan + jp * NR * depth + pc * NR;
-          gemm(kc, App, Bpp, Ct + (ip * B.nc_panels + jp) * MR * NR, pc > 0);
-        }
-      }
-      continue;
-    }
     for (std::int64_t jp = 0; jp < npan; ++jp) {
       const W* Bpp = Bpan + jp * NR * depth + pc * NR;
       for (std::int64_t ip = 0; ip < mpan; ++ip) {
