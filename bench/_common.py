@@ -14,7 +14,15 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-__all__ = ["blas_threads", "cpu_model", "cpu_pressure", "load_avg", "per_call", "race"]
+__all__ = [
+    "blas_threads",
+    "cpu_flags",
+    "cpu_model",
+    "cpu_pressure",
+    "load_avg",
+    "per_call",
+    "race",
+]
 
 
 def per_call(fn: Callable[[], object], number: int) -> float:
@@ -80,6 +88,17 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor()
+
+
+def cpu_flags(prefixes: tuple[str, ...] = ("avx", "fma", "f16c", "amx")) -> list[str]:
+    """The CPU's /proc/cpuinfo flags starting with one of ``prefixes`` (Linux; else [])."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(prefixes))
+    except OSError:
+        pass
+    return []
 
 
 def load_avg() -> list[float] | None:

@@ -16,7 +16,15 @@ FLOPs are counted as ``2 * Q * M * D``.
 
 The single-thread SGEMM peak is measured in a subprocess by a large NumPy (OpenBLAS)
 sgemm with ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` removed from its environment
-(for that measurement only), reporting which OpenBLAS kernel ran (threadpoolctl).
+(for that measurement only), reporting which OpenBLAS kernel ran (threadpoolctl); a second
+one with ``OPENBLAS_CORETYPE=Haswell`` gives the AVX2 sgemm peak that the
+``STRUCTCORE_SIMD=avx2`` row (the float32 path at the AVX2 level) is compared with.
+
+The run starts by printing the kNN path structcore chose on this CPU and why
+(``_core.knn_info()``: candidate pass, tile, float32 depth chunk, cpuid features) and which
+faiss build and BLAS loaded. ``--torch`` adds two measurements of the oneDNN route (issue 14):
+torch's ``bf16 @ bf16.T`` alone, and a complete candidate pass built on it (bf16 matmul,
+proven bound, candidates, exact float64 re-ranking; :func:`torch_bf16_knn`).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import structcore
-from _common import cpu_model
+from _common import cpu_flags, cpu_model, load_avg
 from structcore import reference
 from structcore.kernels import knn
 
@@ -62,10 +70,13 @@ print(json.dumps({{"n": n, "median_s": times[len(times) // 2],
 """
 
 
-def sgemm_peak(n: int, repeats: int) -> dict:
-    """Single-thread NumPy sgemm GFLOP/s with OPENBLAS_CORETYPE/L2_SIZE unset."""
+def sgemm_peak(n: int, repeats: int, coretype: str | None = None) -> dict:
+    """Single-thread NumPy sgemm GFLOP/s with OPENBLAS_CORETYPE/L2_SIZE unset (or the
+    core type forced to ``coretype``, e.g. "Haswell" for the AVX2 kernels)."""
     unset = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
     env = {k: v for k, v in os.environ.items() if k not in unset}
+    if coretype:
+        env["OPENBLAS_CORETYPE"] = coretype
     out = subprocess.run(
         [sys.executable, "-c", PEAK_CODE.format(n=n, repeats=repeats)],
         env=env,
@@ -89,6 +100,51 @@ def numpy_blas_knn(q: np.ndarray, b: np.ndarray, k: int, chunk: int = 128) -> tu
         order = np.argsort(pd, axis=1, kind="stable")
         idx[s : s + chunk] = np.take_along_axis(part, order, 1)
         dist[s : s + chunk] = np.sqrt(np.maximum(np.take_along_axis(pd, order, 1), 0))
+    return dist, idx
+
+
+def torch_bf16_knn(q: np.ndarray, b: np.ndarray, k: int, chunk: int = 1024) -> tuple:
+    """The oneDNN route as a complete exact kNN: torch ``bf16 @ bf16.T`` candidates.
+
+    Both arrays centred on the mean of <= 256 evenly spaced bank rows (float32), rounded to
+    bf16; S = q~ @ b~.T by torch (oneDNN: AMX, AVX-512 BF16 or AVX2 as the CPU allows; the
+    result comes back as bf16). d2~ = |q|^2 + |b|^2 - 2 S with the bound of knn.hpp plus the
+    rounding of S to bf16 (2^-8 |q| |b|); every row with d2~ - E <= (k-th smallest d2~ + E)
+    is re-ranked exactly in float64 (ties: lower index). Prototype for the measurement only.
+    """
+    import torch
+
+    n_b, dim = b.shape
+    m = min(n_b, 256)
+    centre = b[np.arange(m) * n_b // m].astype(np.float64).mean(0).astype(np.float32)
+    bc = torch.from_numpy(b - centre)
+    bn = (bc * bc).sum(1)
+    br = bn.sqrt()
+    bb = bc.to(torch.bfloat16)
+    u, v = 2.0**-24, 2.0**-8
+    g = dim * u / (1 - dim * u)
+    c1 = 2 * ((2 * v + v * v) * (1 + g) + g) * 1.01 + 4.1 * u * (1 + g) + 2 * v * 1.01
+    c2 = (dim + 10) * u / (1 - (dim + 10) * u) * 1.01 + 8 * u + 2.1 * u * (1 + g)
+    dist = np.empty((q.shape[0], k), np.float32)
+    idx = np.empty((q.shape[0], k), np.int64)
+    b64 = b.astype(np.float64)
+    for s0 in range(0, q.shape[0], chunk):
+        qc = torch.from_numpy(q[s0 : s0 + chunk] - centre)
+        qn = (qc * qc).sum(1)
+        s = torch.matmul(qc.to(torch.bfloat16), bb.T).float()
+        d2 = qn[:, None] + bn[None, :] - 2 * s
+        e = c1 * qn.sqrt()[:, None] * br[None, :] + c2 * (qn[:, None] + bn[None, :])
+        tau = torch.kthvalue(d2 + e, k, dim=1).values
+        rows, cols = torch.nonzero(d2 - e <= tau[:, None], as_tuple=True)
+        rows, cols = rows.numpy(), cols.numpy()
+        q64 = q[s0 : s0 + chunk].astype(np.float64)
+        exact = ((q64[rows] - b64[cols]) ** 2).sum(1)
+        order = np.lexsort((cols, exact, rows))
+        rows, cols, exact = rows[order], cols[order], exact[order]
+        starts = np.searchsorted(rows, np.arange(len(q64)))
+        take = starts[:, None] + np.arange(k)[None, :]
+        idx[s0 : s0 + chunk] = cols[take]
+        dist[s0 : s0 + chunk] = np.sqrt(exact[take]).astype(np.float32)
     return dist, idx
 
 
@@ -159,7 +215,13 @@ def patchcore_features(n_bank: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_dataset(
-    label: str, queries: np.ndarray, bank: np.ndarray, rounds: int, ref_q: int, peak: dict
+    label: str,
+    queries: np.ndarray,
+    bank: np.ndarray,
+    rounds: int,
+    ref_q: int,
+    peak: dict,
+    with_torch: bool = False,
 ) -> list[dict]:
     """Time every implementation on one (queries, bank) pair for k = 1 and 9."""
     import faiss
@@ -206,10 +268,29 @@ def run_dataset(
             "structcore default": (1, lambda k=k: knn(queries, bank, k, threads=1)),
             "structcore default 2T": (2, lambda k=k: knn(queries, bank, k, threads=2)),
             "structcore default, f16 bank": (1, lambda k=k: knn(queries, bank16, k, threads=1)),
+            "structcore f32 path, avx2 level": (
+                1,
+                lambda k=k: _core.knn(queries, bank, k, 1, "avx2"),
+            ),
             "faiss IndexFlatL2": (1, lambda: faiss_run(1)),
             "faiss IndexFlatL2 2T": (2, lambda: faiss_run(2)),
             "numpy BLAS (norms trick)": (1, blas_run),
         }
+        if with_torch:
+            import torch
+
+            torch.set_num_threads(1)  # single-thread rows, as everything else here
+            qb = torch.from_numpy(queries).to(torch.bfloat16)
+            bb = torch.from_numpy(bank).to(torch.bfloat16)
+
+            def torch_mm(qb=qb, bb=bb) -> tuple:
+                return torch.matmul(qb, bb.T), None
+
+            def torch_knn(k: int = k) -> tuple:
+                return torch_bf16_knn(queries, bank, k)
+
+            impls["torch bf16@bf16.T only"] = (1, torch_mm)
+            impls["torch bf16 cand. + exact"] = (1, torch_knn)
         times: dict[str, list[float]] = {name: [] for name in impls}
         cpu: dict[str, list[float]] = {name: [] for name in impls}
         outputs: dict[str, tuple] = {}
@@ -249,7 +330,9 @@ def run_dataset(
                 "speed_vs_faiss_same_threads": faiss_same / t,
                 "speed_vs_reference": ref_time / t,
             }
-            if name in outputs:
+            if name in outputs and outputs[name][1] is None:
+                row["indices_equal_structcore_f32"] = float("nan")
+            elif name in outputs:
                 row["indices_equal_structcore_f32"] = float(np.mean(outputs[name][1] == sc_i))
             else:
                 row["indices_equal_structcore_f32"] = float(np.mean(ref_i == sc_i[:ref_q]))
@@ -295,7 +378,20 @@ def run_dataset(
                 "faiss IndexFlatL2",
                 "structcore default",
             ),
+            (
+                "structcore f32 avx2 level / faiss (1 thread, CPU time)",
+                "faiss IndexFlatL2",
+                "structcore f32 path, avx2 level",
+            ),
         ]
+        if with_torch:
+            ratios.append(
+                (
+                    "structcore default / torch bf16 cand. + exact (1 thread, CPU time)",
+                    "torch bf16 cand. + exact",
+                    "structcore default",
+                )
+            )
         for label_r, slow, fast in ratios:
             use_cpu = "CPU time" in label_r
             a = statistics.median(cpu[slow]) if use_cpu else med[slow]
@@ -352,6 +448,11 @@ def main() -> None:
         help="also real PatchCore features (MobileNetV2, and WideResNet-50-2 with random "
         "weights; MVTec AD bottle from ../shared)",
     )
+    ap.add_argument(
+        "--torch",
+        action="store_true",
+        help="also time the oneDNN route: torch bf16 matmul alone and as a full candidate pass",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS / "knn.json")
     args = ap.parse_args()
 
@@ -363,25 +464,72 @@ def main() -> None:
         n_q, n_b, dim, rounds, ref_q, peak_n = 784, 16384, 1024, 5, 8, 2048
     rounds = args.rounds or rounds
 
+    from threadpoolctl import threadpool_info
+
+    from structcore import _core
+
     print(structcore.build_info())
+    info = _core.knn_info(1)
+    print(
+        f"CPU: {cpu_model()}; {info['cpu']['vendor']} family {info['cpu']['family']} model "
+        f"{info['cpu']['model']}; flags: {' '.join(cpu_flags())}; load {load_avg()}"
+    )
+    for kk in (1, 9):
+        c = _core.knn_info(kk)
+        print(
+            f"knn path chosen (k={kk}): candidates {c['candidates']}, tile {c['tile']}, "
+            f"float32 level {c['f32']} kc {c['kc']}; why: {c['reason']}"
+        )
+    faiss_blas = [
+        f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')}"
+        for i in threadpool_info()
+        if "faiss" in (i.get("filepath") or "")
+    ]
+    print(
+        f"faiss {faiss.__version__}: compile options '{faiss.get_compile_options().strip()}', "
+        f"BLAS {faiss_blas}"
+    )
     peak = sgemm_peak(peak_n, 5 if args.quick else 7)
     print(
         f"single-thread SGEMM peak (numpy/OpenBLAS {peak['blas']}): "
         f"{peak['gflops']:.1f} GFLOP/s (median), {peak['best_gflops']:.1f} (best)"
     )
+    peak_avx2 = sgemm_peak(peak_n, 5 if args.quick else 7, coretype="Haswell")
+    print(
+        f"single-thread AVX2 SGEMM peak (OPENBLAS_CORETYPE=Haswell): "
+        f"{peak_avx2['gflops']:.1f} GFLOP/s (median), {peak_avx2['best_gflops']:.1f} (best)"
+    )
 
     rng = np.random.default_rng(0)
     queries = rng.standard_normal((n_q, dim), dtype=np.float32)
     bank = rng.standard_normal((n_b, dim), dtype=np.float32)
-    rows = run_dataset("gaussian", queries, bank, rounds, ref_q, peak)
+    rows = run_dataset("gaussian", queries, bank, rounds, ref_q, peak, args.torch)
     if args.real:
         rq, rb = patchcore_features(n_b)
-        rows += run_dataset("MobileNetV2 bottle features", rq[:n_q], rb, rounds, ref_q, peak)
+        rows += run_dataset(
+            "MobileNetV2 bottle features", rq[:n_q], rb, rounds, ref_q, peak, args.torch
+        )
         rq, rb = wrn_features(n_b, dim)
         rows += run_dataset(
-            "WideResNet-50-2 (random init) bottle features", rq[:n_q], rb, rounds, ref_q, peak
+            "WideResNet-50-2 (random init) bottle features",
+            rq[:n_q],
+            rb,
+            rounds,
+            ref_q,
+            peak,
+            args.torch,
         )
     print_rows(rows, rounds)
+    for r in rows:
+        if r.get("implementation") == "structcore f32 path, avx2 level":
+            # process CPU time (1 thread): the figure least disturbed by other processes
+            gf = r["gflops"] * r["median_s"] / r["cpu_s"]
+            print(
+                f"{r['shape']}, k={r['k']}: f32 path at the AVX2 level {gf:.1f} GFLOP/s "
+                f"(CPU time) = {100 * gf / peak_avx2['gflops']:.0f} % of the AVX2 sgemm peak "
+                f"(OpenBLAS Haswell kernel, CPU time)"
+            )
+    print(f"load average at the end: {load_avg()}")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -389,6 +537,8 @@ def main() -> None:
         "build_info": structcore.build_info(),
         "machine": {
             "cpu": cpu_model(),
+            "cpu_flags": cpu_flags(),
+            "load_avg_end": load_avg(),
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "numpy": np.__version__,
@@ -397,6 +547,9 @@ def main() -> None:
         "quick": args.quick,
         "rounds": rounds,
         "sgemm_peak": peak,
+        "sgemm_peak_avx2": peak_avx2,
+        "knn_info": {kk: _core.knn_info(kk) for kk in (1, 9)},
+        "faiss_compile_options": faiss.get_compile_options(),
         "results": rows,
     }
     args.out.write_text(json.dumps(payload, indent=2))

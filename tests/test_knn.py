@@ -24,6 +24,10 @@ LEVELS = [lv for lv in _ORDER if _ORDER.index(lv) <= _ORDER.index(_core.simd_lev
 HAS_BF16 = "+bf16" in _core.build_info()
 if HAS_BF16:
     LEVELS.append("avx512bf16")
+# the AMX tile candidate pass where cpuid, XCR0 and the OS permission allow it
+_INFO = _core.knn_info()
+if _core.knn_dispatch(_INFO["cpu"], "", 1)["candidates"] == "amx":
+    LEVELS.append("amx")
 
 
 def run_level(q, b, k, level, threads=0):

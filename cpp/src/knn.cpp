@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -141,7 +142,7 @@ namespace {
 using knn_detail::Kernels;
 
 // Blocking parameters (in units of rows / depth): tuned on Zen 4 (L1d 32 KiB, L2 1 MiB).
-constexpr std::int64_t kKC = 256;      // depth chunk: one KC x NR bank micro-panel ~ L1
+constexpr std::int64_t kKC = 256;      // default depth chunk (knn_choose() picks per CPU)
 constexpr std::int64_t kMCPanels = 8;  // query rows per block = 8 MR (packed block ~ L2)
 constexpr std::int64_t kNC = 256;      // bank rows per packed block (D x NC floats ~ L2/L3)
 constexpr std::int64_t kQBatch = 2048; // queries packed at a time (bounds the packed copy)
@@ -338,9 +339,33 @@ std::vector<float> bank_centre(const Problem<BankT>& p) {
   return centre;
 }
 
+// Depth chunk of the AVX-512 float32 pass (14 x 32 tile), per CPU (knn.hpp, knn_choose).
+std::int64_t f32_kc(const CpuFeatures& cpu) {
+  return std::strcmp(cpu.vendor, "AuthenticAMD") == 0 ? kKC : 128;
+}
+
+// STRUCTCORE_KNN_KC (read once): a multiple of 32 in [32, 4096] overrides f32_kc() for tuning
+// on a new CPU; 0 when unset or invalid.
+std::int64_t kc_override() {
+  static const std::int64_t kc = [] {
+    const char* env = std::getenv("STRUCTCORE_KNN_KC");
+    if (!env) return std::int64_t{0};
+    char* end = nullptr;
+    const long v = std::strtol(env, &end, 10);
+    return (end != env && *end == '\0' && v >= 32 && v <= 4096 && v % 32 == 0)
+               ? static_cast<std::int64_t>(v)
+               : std::int64_t{0};
+  }();
+  return kc;
+}
+
+// The depth chunk the AVX-512 float32 pass uses here.
+std::int64_t f32_kc_here() { return kc_override() ? kc_override() : f32_kc(cpu_features()); }
+
 // Blocking of one call (units: rows).
 struct Blocking {
   std::int64_t MR, NR;       // micro tile
+  std::int64_t KC;           // depth chunk (floats; the bf16 passes use KC / 2 pairs)
   std::int64_t MC;           // query rows per block (kMCPanels MR panels)
   std::int64_t NC;           // bank rows per packed block (a multiple of NR)
   std::int64_t QB;           // queries per batch (a multiple of MC)
@@ -351,11 +376,13 @@ struct Blocking {
   int T;                     // threads
 };
 
-Blocking make_blocking(const Kernels& K, std::int64_t nq, std::int64_t nb, int T_requested) {
+Blocking make_blocking(const Kernels& K, std::int64_t nq, std::int64_t nb, int T_requested,
+                       std::int64_t kc) {
   Blocking B{};
   B.MR = K.mr;
   B.NR = K.nr;
   B.MC = kMCPanels * B.MR;
+  B.KC = kc;
   B.NC = std::max<std::int64_t>(B.NR, (kNC / B.NR) * B.NR);
   B.QB = std::max<std::int64_t>(B.MC, (kQBatch / B.MC) * B.MC);
   B.nbb = (nb + B.NC - 1) / B.NC;
@@ -561,7 +588,7 @@ class TopKPass {
     void bank_panel(std::int64_t, const float*, const float*, int) {}
     void gemm(const Blocking& B, const float* Ap, const float* Bp, std::int64_t ic,
               std::int64_t mpan, std::int64_t npan, float* Ct) const {
-      block_gemm(B, K.gemm, Ap, Bp, dim, kKC, ic, mpan, npan, Ct);
+      block_gemm(B, K.gemm, Ap, Bp, dim, B.KC, ic, mpan, npan, Ct);
     }
     void tile(const Tile& tl) {
       std::uint32_t mask = K.finish(tl.c, tl.qn, tl.bn, tau + tl.qi0, tl.rows);
@@ -622,13 +649,14 @@ class TopKPass {
 // |x - c| <= 2 max|x| (c is a mean of bank values), so the scale is halved once more to keep
 // every packed value fl32(x s - c s) below 1 in magnitude, as the bounds of knn.hpp assume.
 template <class BankT, class MakePass>
-void scale_and_walk(const Kernels& K, const Problem<BankT>& p, int threads, MakePass make_pass) {
+void scale_and_walk(const Kernels& K, const Problem<BankT>& p, int threads, std::int64_t kc,
+                    MakePass make_pass) {
   const int T_requested = resolve_threads(threads);
   const double scale = 0.5 * input_scale(K, p, T_requested);
   if (p.nq == 0) return;
   std::vector<float> centre = bank_centre(p);
   for (float& c : centre) c = static_cast<float>(static_cast<double>(c) * scale);  // |c s| < 0.5
-  const Blocking B = make_blocking(K, p.nq, p.nb, T_requested);
+  const Blocking B = make_blocking(K, p.nq, p.nb, T_requested, kc);
   auto pass = make_pass(B);  // guaranteed elision: passes need not be movable
   walk_tiles(K, B, p, centre.data(), scale, pass);
 }
@@ -637,13 +665,13 @@ template <class BankT>
 void knn_driver(const Problem<BankT>& p, int threads, SimdLevel level) {
   check_problem(p);
   const Kernels K = select_kernels(level);
-  scale_and_walk(K, p, threads, [&](const Blocking& B) { return TopKPass<BankT>(K, B, p); });
+  const std::int64_t kc = K.nr == 32 ? f32_kc_here() : kKC;  // AVX-512 14x32: per CPU
+  scale_and_walk(K, p, threads, kc, [&](const Blocking& B) { return TopKPass<BankT>(K, B, p); });
 }
 
 #if defined(STRUCTCORE_X86)
 // ---- bf16 candidate pass (AVX-512 BF16, see knn.hpp) --------------------------------------
 
-constexpr std::int64_t kKC2 = kKC / 2;  // depth pairs per chunk: the same bytes as kKC floats
 
 // Tiles of bf16 dot products with the bound E give L <= |q - b|^2 <= U per entry. Per thread
 // and query, tau is the k-th smallest U seen and every column with L <= tau is a candidate
@@ -656,9 +684,11 @@ class Bf16Pass {
   using Cands = std::vector<std::pair<float, std::int64_t>>;  // (L, bank index)
 
  public:
-  Bf16Pass(const Blocking& B, const Problem<BankT>& p, int threads)
-      : B16_(knn_detail::kernels_avx512bf16()), B_(B), p_(p), threads_(threads),
-        D2_((p.dim + 1) / 2),
+  Bf16Pass(const knn_detail::Bf16Kernels& B16, const Blocking& B, const Problem<BankT>& p,
+           int threads)
+      : B16_(B16), B_(B), p_(p), threads_(threads),
+        D2raw_((p.dim + 1) / 2),
+        D2_((D2raw_ + B16.depth_align - 1) / B16.depth_align * B16.depth_align),
         prune_at_(static_cast<std::size_t>(16 * p.k + 64)),
         cand_cap_(static_cast<std::size_t>(512 + 16 * p.k)),
         Aq_(static_cast<std::size_t>(B.qpanels_max * B.MR * D2_)),
@@ -692,7 +722,7 @@ class Bf16Pass {
   }
   void query_panel(std::int64_t ip, const float* P, const float* qn) {
     for (std::int64_t r = 0; r < B_.MR; ++r) qr_[ip * B_.MR + r] = std::sqrt(qn[r]);
-    B16_.to_pairs(P, p_.dim, static_cast<int>(B_.MR), Aq_.data() + ip * B_.MR * D2_);
+    B16_.to_pairs_a(P, p_.dim, static_cast<int>(B_.MR), D2_, Aq_.data() + ip * B_.MR * D2_);
   }
 
   struct Worker {
@@ -709,11 +739,15 @@ class Bf16Pass {
     void bank_panel(std::int64_t jp, const float* P, const float* bn, int rows) {
       const std::int64_t NR = s.B_.NR;
       for (std::int64_t r = 0; r < NR; ++r) br[jp * NR + r] = r < rows ? std::sqrt(bn[r]) : 0.0f;
-      s.B16_.to_pairs(P, s.p_.dim, static_cast<int>(NR), Bq + jp * NR * s.D2_);
+      std::uint32_t* panel = Bq + jp * NR * s.D2_;
+      s.B16_.to_pairs(P, s.p_.dim, static_cast<int>(NR), panel);
+      std::fill(panel + s.D2raw_ * NR, panel + s.D2_ * NR, 0u);  // depth padding (AMX)
     }
     void gemm(const Blocking& B, const float*, const float*, std::int64_t ic, std::int64_t mpan,
               std::int64_t npan, float* Ct) const {
-      block_gemm(B, s.B16_.gemm, s.Aq_.data(), Bq, s.D2_, kKC2, ic, mpan, npan, Ct);
+      if (s.B16_.begin) s.B16_.begin();
+      block_gemm(B, s.B16_.gemm, s.Aq_.data(), Bq, s.D2_, B.KC / 2, ic, mpan, npan, Ct);
+      if (s.B16_.end) s.B16_.end();
     }
     void tile(const Tile& tl) {
       const std::int64_t k = s.p_.k, NR = s.B_.NR;
@@ -813,7 +847,8 @@ class Bf16Pass {
   const Blocking& B_;
   const Problem<BankT>& p_;
   const int threads_;  // as the caller gave it, for the float32 redo
-  const std::int64_t D2_;  // pair words per row: ceil(dim / 2)
+  const std::int64_t D2raw_;  // pair words per row: ceil(dim / 2)
+  const std::int64_t D2_;     // the same rounded up to B16_.depth_align (zero padding)
   float c1_ = 0, c2_ = 0, c3_ = 0;
   const std::size_t prune_at_, cand_cap_;
   std::vector<std::uint32_t> Aq_;   // the batch's query pair panels, qpanels_max * MR * D2
@@ -828,14 +863,32 @@ class Bf16Pass {
   AlignedFloats Ut_all_, br_all_;
 };
 
+// KC of the bf16 passes (floats; KC / 2 pairs): a 128-pair x 32 bank micro-panel is 16 KiB.
+constexpr std::int64_t kBf16KC = 256;
+
 template <class BankT>
-void knn_driver_bf16(const Problem<BankT>& p, int threads) {
+void knn_driver_bf16(const Problem<BankT>& p, int threads, KnnPath path,
+                     bool emulate_amx = false) {
   check_problem(p);
-  require(cpu_has_avx512_bf16(), "knn: this CPU has no AVX-512 BF16");
-  // The float32 AVX-512 kernels pack and scale; the pass converts the panels to bf16 pairs.
-  const Kernels K = knn_detail::kernels_avx512();
-  scale_and_walk(K, p, threads,
-                 [&](const Blocking& B) { return Bf16Pass<BankT>(B, p, threads); });
+  knn_detail::Bf16Kernels B16{};
+  if (emulate_amx) {
+    require(cpu_has_avx512_bf16() && knn_amx_built(),
+            "knn: the AMX emulation needs AVX-512 BF16 and an AMX-capable build");
+    B16 = knn_detail::kernels_amx_emulated();
+  } else if (path == KnnPath::AMX) {
+    require(knn_amx_usable(), "knn: AMX-BF16 is not usable on this CPU (see build_info())");
+    B16 = knn_detail::kernels_amx();
+  } else {
+    require(cpu_has_avx512_bf16(), "knn: this CPU has no AVX-512 BF16");
+    B16 = knn_detail::kernels_avx512bf16();
+  }
+  // The float32 AVX-512 kernels pack and scale (panels of the bf16 tile's width: 14 or 32
+  // queries, both whole vectors for the packers); the pass converts the panels to bf16 pairs.
+  Kernels K = knn_detail::kernels_avx512();
+  K.mr = B16.mr;
+  K.nr = B16.nr;
+  scale_and_walk(K, p, threads, kBf16KC,
+                 [&](const Blocking& B) { return Bf16Pass<BankT>(B16, B, p, threads); });
 }
 #endif
 }  // namespace
@@ -860,7 +913,7 @@ void knn_bf16(const float* queries, std::int64_t n_queries, const float* bank,
               std::int64_t* indices, int threads) {
 #if defined(STRUCTCORE_X86)
   knn_driver_bf16(Problem<float>{queries, n_queries, bank, n_bank, dim, k, distances, indices},
-                  threads);
+                  threads, KnnPath::AVX512BF16);
 #else
   (void)queries, (void)n_queries, (void)bank, (void)n_bank, (void)dim, (void)k, (void)distances,
       (void)indices, (void)threads;
@@ -874,7 +927,7 @@ void knn_f16_bf16(const float* queries, std::int64_t n_queries, const std::uint1
 #if defined(STRUCTCORE_X86)
   knn_driver_bf16(
       Problem<std::uint16_t>{queries, n_queries, bank_f16, n_bank, dim, k, distances, indices},
-      threads);
+      threads, KnnPath::AVX512BF16);
 #else
   (void)queries, (void)n_queries, (void)bank_f16, (void)n_bank, (void)dim, (void)k,
       (void)distances, (void)indices, (void)threads;
@@ -882,6 +935,206 @@ void knn_f16_bf16(const float* queries, std::int64_t n_queries, const std::uint1
 #endif
 }
 
-bool knn_prefers_bf16(std::int64_t k) noexcept { return k <= 64 && cpu_has_avx512_bf16(); }
+void knn_amx(const float* queries, std::int64_t n_queries, const float* bank,
+             std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+             std::int64_t* indices, int threads) {
+#if defined(STRUCTCORE_X86)
+  knn_driver_bf16(Problem<float>{queries, n_queries, bank, n_bank, dim, k, distances, indices},
+                  threads, KnnPath::AMX);
+#else
+  (void)queries, (void)n_queries, (void)bank, (void)n_bank, (void)dim, (void)k, (void)distances,
+      (void)indices, (void)threads;
+  throw std::invalid_argument("knn: AMX path not built for this architecture");
+#endif
+}
+
+void knn_f16_amx(const float* queries, std::int64_t n_queries, const std::uint16_t* bank_f16,
+                 std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+                 std::int64_t* indices, int threads) {
+#if defined(STRUCTCORE_X86)
+  knn_driver_bf16(
+      Problem<std::uint16_t>{queries, n_queries, bank_f16, n_bank, dim, k, distances, indices},
+      threads, KnnPath::AMX);
+#else
+  (void)queries, (void)n_queries, (void)bank_f16, (void)n_bank, (void)dim, (void)k,
+      (void)distances, (void)indices, (void)threads;
+  throw std::invalid_argument("knn: AMX path not built for this architecture");
+#endif
+}
+
+void knn_amx_emulated(const float* queries, std::int64_t n_queries, const float* bank,
+                      std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+                      std::int64_t* indices, int threads) {
+#if defined(STRUCTCORE_X86)
+  knn_driver_bf16(Problem<float>{queries, n_queries, bank, n_bank, dim, k, distances, indices},
+                  threads, KnnPath::AMX, true);
+#else
+  (void)queries, (void)n_queries, (void)bank, (void)n_bank, (void)dim, (void)k, (void)distances,
+      (void)indices, (void)threads;
+  throw std::invalid_argument("knn: AMX path not built for this architecture");
+#endif
+}
+
+// ---- run-time choice -----------------------------------------------------------------------
+
+const char* knn_path_name(KnnPath path) noexcept {
+  switch (path) {
+    case KnnPath::AMX: return "amx";
+    case KnnPath::AVX512BF16: return "avx512bf16";
+    case KnnPath::AVX512: return "avx512";
+    case KnnPath::AVX2: return "avx2";
+    default: return "scalar";
+  }
+}
+
+namespace {
+
+// Largest k for which the bf16 candidate passes are used: their candidate lists grow with k.
+constexpr std::int64_t kBf16MaxK = 64;
+
+const char* tile_of(KnnPath path) {
+  switch (path) {
+    case KnnPath::AMX: return "32x32 (2x2 AMX tiles of 16x16)";
+    case KnnPath::AVX512BF16:
+    case KnnPath::AVX512: return "14x32";
+    case KnnPath::AVX2: return "6x16";
+    default: return "4x8";
+  }
+}
+
+}  // namespace
+
+KnnChoice knn_choose(const CpuFeatures& cpu, const std::string& request, std::int64_t k,
+                     bool amx_built) {
+  // What this CPU can run, widest first.
+  const bool f32_avx512 = cpu.avx512f && cpu.avx512bw && cpu.avx512dq && cpu.avx512vl &&
+                          cpu.fma && cpu.os_avx512;
+  const bool f32_avx2 = cpu.avx2 && cpu.fma && cpu.os_avx;
+  const bool bf16 = f32_avx512 && cpu.avx512_bf16;
+  std::string amx_missing;
+  if (!cpu.amx_tile || !cpu.amx_bf16) amx_missing = "no AMX-TILE/AMX-BF16 (cpuid 7.0 EDX 24/22)";
+  else if (!cpu.os_amx) amx_missing = "the OS did not enable AMX state (XCR0 bits 17/18)";
+  else if (!cpu.amx_permitted)
+    amx_missing = "arch_prctl(ARCH_REQ_XCOMP_PERM) was refused, errno " +
+                  std::to_string(cpu.amx_perm_errno);
+  else if (!bf16) amx_missing = "no AVX-512 BF16 (needed for the bf16 conversions)";
+  else if (!amx_built) amx_missing = "this build has no AMX kernel (compiler without -mamx-bf16)";
+  const bool amx = amx_missing.empty();
+
+  KnnChoice c;
+  std::string notes;
+  KnnPath want = KnnPath::AMX;  // no request: the widest path
+  if (!request.empty()) {
+    if (request == "scalar") want = KnnPath::Scalar;
+    else if (request == "avx2") want = KnnPath::AVX2;
+    else if (request == "avx512") want = KnnPath::AVX512;
+    else if (request == "avx512bf16") want = KnnPath::AVX512BF16;
+    else if (request == "amx") want = KnnPath::AMX;
+    else notes += "STRUCTCORE_SIMD='" + request + "' is not a level; ignored. ";
+  }
+  const bool requested = !request.empty() && notes.empty();
+  auto lowered = [&](const char* level, const std::string& why) {
+    if (requested) notes += std::string("STRUCTCORE_SIMD=") + request + ": " + level + " unavailable (" + why + "), lowered. ";
+  };
+  // float32 level: the request clamped to the CPU
+  KnnPath f32 = f32_avx512 ? KnnPath::AVX512 : f32_avx2 ? KnnPath::AVX2 : KnnPath::Scalar;
+  if (static_cast<int>(want) < static_cast<int>(f32)) f32 = want;
+  if (want == KnnPath::AVX512 && !f32_avx512) lowered("avx512", "needs AVX-512 F/BW/DQ/VL + FMA and OS state");
+  if (want == KnnPath::AVX2 && !f32_avx2) lowered("avx2", "needs AVX2 + FMA and OS state");
+  c.f32 = f32;
+
+  // candidate pass
+  KnnPath path = f32;
+  std::string why;
+  if (want == KnnPath::AMX) {
+    if (amx && k <= kBf16MaxK) {
+      path = KnnPath::AMX;
+      why = "AMX-BF16 usable (cpuid, XCR0, arch_prctl): bf16 candidates on tiles + exact re-ranking";
+    } else if (!amx) {
+      if (request == "amx") lowered("amx", amx_missing);
+      want = KnnPath::AVX512BF16;
+    }
+  }
+  if (want == KnnPath::AVX512BF16 && path == f32) {
+    if (bf16 && k <= kBf16MaxK) {
+      path = KnnPath::AVX512BF16;
+      why = std::string("AVX-512 BF16 present") + (amx ? "" : ", no usable AMX (" + amx_missing + ")") +
+            ": bf16 candidates (vdpbf16ps, 2x the f32 FMA rate) + exact re-ranking";
+    } else if (!bf16 && request == "avx512bf16") {
+      lowered("avx512bf16", "needs AVX-512 BF16 and the AVX-512 float32 level");
+    }
+  }
+  if (path == f32) {
+    if (k > kBf16MaxK && (amx || bf16) && static_cast<int>(want) >= static_cast<int>(KnnPath::AVX512BF16))
+      why = "k > 64: bf16 candidate lists would be long; float32 norms-trick pass";
+    else if (requested && static_cast<int>(want) <= static_cast<int>(KnnPath::AVX512))
+      why = std::string("float32 norms-trick pass at the requested level");
+    else
+      why = std::string("float32 norms-trick pass (widest level here; no AVX-512 BF16)");
+  }
+  c.path = path;
+  c.tile = tile_of(path);
+  // Depth chunk of the float32 pass (bf16 passes: fixed 128 pairs = 16 KiB bank micro-panel).
+  if (f32 == KnnPath::AVX512 && f32_kc(cpu) != kKC) {
+    c.kc = f32_kc(cpu);
+    why += "; f32 14x32 kc 128: 16 KiB L1-resident bank micro-panel (non-AMD rule, not measured on Intel)";
+  } else {
+    c.kc = kKC;
+    if (f32 == KnnPath::AVX512) why += "; f32 14x32 kc 256 (measured best on AMD Zen 4)";
+    else why += std::string("; f32 ") + tile_of(f32) + " kc 256";
+  }
+  c.reason = notes + why;
+  return c;
+}
+
+bool knn_amx_built() noexcept {
+#if defined(STRUCTCORE_X86)
+  return knn_detail::amx_built();
+#else
+  return false;
+#endif
+}
+
+namespace {
+const std::string& simd_request() {
+  static const std::string request = [] {
+    const char* env = std::getenv("STRUCTCORE_SIMD");
+    return std::string(env ? env : "");
+  }();
+  return request;
+}
+}  // namespace
+
+KnnChoice knn_choice(std::int64_t k) {
+  KnnChoice c = knn_choose(cpu_features(), simd_request(), k, knn_amx_built());
+  if (c.f32 == KnnPath::AVX512 && kc_override()) {
+    c.kc = kc_override();
+    c.reason += "; kc " + std::to_string(c.kc) + " from STRUCTCORE_KNN_KC";
+  }
+  return c;
+}
+
+bool knn_amx_usable() noexcept {
+  try {
+    return knn_choose(cpu_features(), "", 1, knn_amx_built()).path == KnnPath::AMX;
+  } catch (...) {  // std::bad_alloc building the reason string
+    return false;
+  }
+}
+
+std::string knn_build_note() {
+  const KnnChoice c = knn_choice(1);
+  return std::string("candidates ") + knn_path_name(c.path) + ", tile " + c.tile + ", f32 " +
+         knn_path_name(c.f32) + " kc " + std::to_string(c.kc) + " (" + c.reason + ")";
+}
+
+bool knn_prefers_bf16(std::int64_t k) noexcept {
+  try {
+    const KnnPath p = knn_choice(k).path;
+    return p == KnnPath::AVX512BF16 || p == KnnPath::AMX;
+  } catch (...) {  // std::bad_alloc building the reason string
+    return false;
+  }
+}
 
 }  // namespace structcore

@@ -100,11 +100,94 @@ std::uint32_t max_abs_avx2(const float* x, std::int64_t n) {
   return r;
 }
 
+// In-register 8 x 8 transpose: r[i] holds row i on entry and column i on exit.
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 2; ++g) {
+    u[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+    u[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], 0xee);
+    u[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+    u[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// Row loaders: 8 values of row r from depth p, scaled (exact: sf is a normal power of two,
+// or the product underflows exactly as the generic double path rounds it) and centred (one
+// rounding): the same bits as pack_*_generic.
+struct F32Rows {
+  static constexpr auto generic = pack_f32_generic;
+  using Src = float;
+  const float* src;
+  std::int64_t ld;
+  const float* centre;
+  __m256 s;
+  float sf;
+  __m256 operator()(int r, std::int64_t p) const {
+    return _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(src + r * ld + p), s),
+                         _mm256_loadu_ps(centre + p));
+  }
+  float scalar(int r, std::int64_t p) const { return src[r * ld + p] * sf - centre[p]; }
+};
+
+struct F16Rows {
+  static constexpr auto generic = pack_f16_generic;
+  using Src = std::uint16_t;
+  const std::uint16_t* src;
+  std::int64_t ld;
+  const float* centre;
+  __m256 s;
+  float sf;
+  __m256 operator()(int r, std::int64_t p) const {
+    const __m256 x =
+        _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + r * ld + p)));
+    return _mm256_sub_ps(_mm256_mul_ps(x, s), _mm256_loadu_ps(centre + p));
+  }
+  float scalar(int r, std::int64_t p) const {
+    return half_to_float(src[r * ld + p]) * sf - centre[p];
+  }
+};
+
+// Transpose-pack 8 rows x 8 depth values at a time; the generic (double) path where the
+// float product would not be exact or the width is not a whole number of vectors.
+template <class Rows>
+void pack_avx2(const typename Rows::Src* src, std::int64_t ld, int rows, std::int64_t dim,
+               const float* centre, double scale, int width, float* P) {
+  if (!(scale >= 0x1p-126 && scale <= 0x1p127) || width % 8 != 0) {
+    Rows::generic(src, ld, rows, dim, centre, scale, width, P);
+    return;
+  }
+  const float sf = static_cast<float>(scale);
+  const Rows load_row{src, ld, centre, _mm256_set1_ps(sf), sf};
+  __m256 r[8];
+  for (int r0 = 0; r0 < width; r0 += 8) {
+    const int nr = rows - r0 < 8 ? (rows - r0 > 0 ? rows - r0 : 0) : 8;
+    std::int64_t p0 = 0;
+    for (; p0 + 8 <= dim; p0 += 8) {
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) r[i] = i < nr ? load_row(r0 + i, p0) : _mm256_setzero_ps();
+      transpose8(r);
+#pragma GCC unroll 8
+      for (int c = 0; c < 8; ++c) _mm256_storeu_ps(P + (p0 + c) * width + r0, r[c]);
+    }
+    for (; p0 < dim; ++p0)
+      for (int i = 0; i < 8; ++i)
+        P[p0 * width + r0 + i] = i < nr ? load_row.scalar(r0 + i, p0) : 0.0f;
+  }
+}
+
 }  // namespace
 
 Kernels kernels_avx2() noexcept {
   return Kernels{kMR,          kNR,          gemm_avx2,        finish_avx2, panel_norms_avx2,
-                 pack_f32_generic, pack_f16_generic, max_abs_avx2};
+                 pack_avx2<F32Rows>, pack_avx2<F16Rows>, max_abs_avx2};
 }
 
 }  // namespace knn_detail

@@ -93,10 +93,19 @@ std::uint32_t finish_bf16(float* tile, float* utile, const float* qn, const floa
   return mask;
 }
 
+// Query operand of the register-tiled kernel: the same pair panel as the bank's (d2p is
+// ceil(dim / 2): depth_align 1).
+void to_pairs_a_bf16(const float* P, std::int64_t dim, int width, std::int64_t,
+                     std::uint32_t* out) {
+  to_pairs_bf16(P, dim, width, out);
+}
+
 }  // namespace
 
 Bf16Kernels kernels_avx512bf16() noexcept {
-  return Bf16Kernels{kAvx512MR, kAvx512NR, gemm_14x32<Bf16Dot>, to_pairs_bf16, finish_bf16};
+  return Bf16Kernels{kAvx512MR,   kAvx512NR,       gemm_14x32<Bf16Dot>, to_pairs_bf16,
+                     finish_bf16, to_pairs_a_bf16, 1,                   nullptr,
+                     nullptr};
 }
 
 }  // namespace knn_detail

@@ -29,7 +29,10 @@ __all__: list[str] = [
     "descriptor_codes",
     "has_openmp",
     "knn",
+    "knn_amx_emulated",
+    "knn_dispatch",
     "knn_f16",
+    "knn_info",
     "simd_level",
     "version",
 ]
@@ -178,7 +181,7 @@ def knn(
     level: str = "",
 ) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
-    Exact kNN, float32 bank (no validation of finiteness: use structcore.kernels.knn). queries (Q, D) float32 C-contiguous, bank (M, D) float32 C-contiguous, 1 <= k <= M; returns (distances (Q, k) float32 ascending, indices (Q, k) int64). threads <= 0: all. level: '' (auto: the bf16 candidate path where knn_prefers_bf16(k), else the widest float32 path), 'scalar', 'avx2' or 'avx512' (float32 path, clamped to the CPU), or 'avx512bf16' (bf16 candidate pass + exact re-ranking; ValueError on CPUs without AVX-512 BF16).
+    Exact kNN, float32 bank (no validation of finiteness: use structcore.kernels.knn). queries (Q, D) float32 C-contiguous, bank (M, D) float32 C-contiguous, 1 <= k <= M; returns (distances (Q, k) float32 ascending, indices (Q, k) int64). threads <= 0: all. level: '' (auto: knn_info(k)['candidates'], chosen per CPU and STRUCTCORE_SIMD), 'scalar', 'avx2' or 'avx512' (float32 path, clamped to the CPU), 'avx512bf16' or 'amx' (bf16 candidate pass + exact re-ranking; ValueError on CPUs without it).
     """
 
 def knn_f16(
@@ -190,6 +193,31 @@ def knn_f16(
 ) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
     """
     As knn with the bank given as the raw bits of a float16 array (bank.view(np.uint16)).
+    """
+
+def knn_amx_emulated(
+    queries: numpy.typing.NDArray[numpy.float32],
+    bank: numpy.typing.NDArray[numpy.float32],
+    k: typing.SupportsInt | typing.SupportsIndex,
+    threads: typing.SupportsInt | typing.SupportsIndex = 0,
+) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.int64]]:
+    """
+    Test hook: the AMX candidate pass with its tile instructions emulated in scalar code (checks the AMX pass's layouts and offsets on any AVX-512 BF16 CPU; slow).
+    """
+
+def knn_dispatch(
+    features: dict,
+    request: str = "",
+    k: typing.SupportsInt | typing.SupportsIndex = 1,
+    amx_built: bool | None = None,
+) -> dict:
+    """
+    The pure dispatch decision (knn_choose) for a made-up CPU: features is a dict of knn_info()['cpu'] keys (missing: False / 0), request a STRUCTCORE_SIMD value. For tests.
+    """
+
+def knn_info(k: typing.SupportsInt | typing.SupportsIndex = 1) -> dict:
+    """
+    The kNN path structcore.kernels.knn takes here for this k: {'candidates', 'f32', 'tile', 'kc', 'reason', 'cpu' (cpuid/XCR0 features), 'amx_built', 'request' (STRUCTCORE_SIMD)}.
     """
 
 def simd_level() -> str:

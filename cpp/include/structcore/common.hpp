@@ -41,8 +41,39 @@ SimdLevel simd_level() noexcept;
 /// "scalar", "avx2" or "avx512".
 const char* simd_level_name(SimdLevel level) noexcept;
 
-/// True when this CPU has AVX-512 BF16 (vdpbf16ps) as well as AVX-512F/BW/VL.
+/// True when this CPU has AVX-512 BF16 (vdpbf16ps) and simd_level() is AVX-512.
 bool cpu_has_avx512_bf16() noexcept;
+
+/// What cpuid and XCR0 say about this CPU (x86-64 with GCC/Clang; everything false / 0 /
+/// empty elsewhere). Plain data, so that dispatch decisions can be written as pure functions
+/// of it and tested with made-up feature sets.
+struct CpuFeatures {
+  char vendor[13] = {};  // cpuid leaf 0: "GenuineIntel", "AuthenticAMD", ... ("" unknown)
+  int family = 0;        // display family (base + extended), e.g. 6 (Intel), 25 (AMD Zen 4)
+  int model = 0;         // display model (base + extended << 4), e.g. 143 (Sapphire Rapids)
+  int l1d_kib = 0;       // L1 data cache per core in KiB (cpuid leaf 4 / 0x80000005), 0 unknown
+  bool avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512dq = false, avx512vl = false;
+  bool avx512_bf16 = false;  // leaf 7.1 EAX bit 5
+  bool amx_bf16 = false;     // leaf 7.0 EDX bit 22
+  bool amx_tile = false;     // leaf 7.0 EDX bit 24
+  bool amx_int8 = false;     // leaf 7.0 EDX bit 25
+  bool os_avx = false;       // XCR0 bits 1, 2 (XMM, YMM state enabled by the OS)
+  bool os_avx512 = false;    // XCR0 bits 5, 6, 7 (opmask, ZMM_Hi256, Hi16_ZMM)
+  bool os_amx = false;       // XCR0 bits 17, 18 (XTILECFG, XTILEDATA)
+  bool amx_permitted = false;  // Linux: arch_prctl(ARCH_REQ_XCOMP_PERM, 18) granted
+  int amx_perm_errno = 0;      // errno of a refused request (ENOSPC: a too small sigaltstack)
+};
+
+/// This CPU's features, detected once per process (thread-safe). On Linux, when cpuid and
+/// XCR0 report AMX, the first call also requests the AMX tile-data permission for the
+/// process (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)); amx_permitted records the
+/// answer. Using AMX instructions without it raises SIGILL, so nothing may use AMX unless
+/// amx_permitted is true.
+const CpuFeatures& cpu_features() noexcept;
+
+/// "GenuineIntel family 6 model 143, L1d 48 KiB, avx2 fma avx512f ... amx_tile (os, permitted)".
+std::string cpu_features_string(const CpuFeatures& f);
 
 /// One-line description of the build: version, compiler, build type, OpenMP, SIMD level.
 std::string build_info();

@@ -51,12 +51,16 @@
 // one packed copy of at most ~2048 queries, and threads * min(Q, 2048) * k (float, int64).
 //
 // SIMD: the micro-kernels come in AVX-512 (MR x NR = 14 x 32), AVX2 (6 x 16) and portable
-// scalar (4 x 8) versions; `level` selects one, clamped to structcore::simd_level().
+// scalar (4 x 8) versions; `level` selects one, clamped to structcore::simd_level(). The
+// AVX-512 float32 pass chunks the depth per CPU (knn_choose(): 256 on AMD, 128 elsewhere).
 // On AVX-512 BF16 CPUs the Python default is knn_bf16() (below): a bf16 candidate pass at
-// twice the float32 FMA rate, with a proven bound and exact re-ranking of all candidates.
+// twice the float32 FMA rate, with a proven bound and exact re-ranking of all candidates;
+// on CPUs with usable AMX-BF16 it is knn_amx(), the same pass on AMX tiles. knn_choice()
+// makes that choice (and says why) from cpu_features() and STRUCTCORE_SIMD.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "structcore/common.hpp"
 
@@ -111,9 +115,76 @@ void knn_f16_bf16(const float* queries, std::int64_t n_queries, const std::uint1
                   std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
                   std::int64_t* indices, int threads);
 
-/// True when the default path (structcore.kernels.knn) uses knn_bf16 / knn_f16_bf16 rather
-/// than knn / knn_f16: the CPU has AVX-512 BF16, simd_level() is AVX-512 (STRUCTCORE_SIMD
-/// can lower it) and k <= 64 (candidate lists stay short).
+/// Same contract as knn_bf16() / knn_f16_bf16(), with the candidate pass on AMX tiles
+/// (_tile_dpbf16ps: the same bf16 products and float32 accumulation, hence the same bound E
+/// and the same exact re-ranking; 32 x 32 output tiles of 2 x 2 AMX accumulators). Throws
+/// std::invalid_argument unless knn_amx_usable(): AMX-TILE and AMX-BF16 (cpuid), XCR0 bits
+/// 17/18, the Linux tile-data permission, AVX-512 BF16, and a compiler that built the kernel.
+/// COMPILED, NOT MEASURED: written without access to an AMX CPU (see bench/README.md).
+void knn_amx(const float* queries, std::int64_t n_queries, const float* bank,
+             std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+             std::int64_t* indices, int threads);
+void knn_f16_amx(const float* queries, std::int64_t n_queries, const std::uint16_t* bank_f16,
+                 std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+                 std::int64_t* indices, int threads);
+
+/// Test hook (float32 bank): knn_amx() with the tile instructions replaced by a scalar
+/// emulation of the same operand walk (the AMX pass's packing, padding, offsets and strides,
+/// on any AVX-512 BF16 CPU; slow). std::invalid_argument without AVX-512 BF16 or without an
+/// AMX-capable build.
+void knn_amx_emulated(const float* queries, std::int64_t n_queries, const float* bank,
+                      std::int64_t n_bank, std::int64_t dim, std::int64_t k, float* distances,
+                      std::int64_t* indices, int threads);
+
+// ---- run-time choice of the kNN path -------------------------------------------------------
+
+/// The kNN code paths, narrowest first. Scalar / AVX2 / AVX512: float32 norms-trick pass
+/// (knn()); AVX512BF16 / AMX: bf16 candidate pass + exact re-ranking (knn_bf16(), knn_amx()).
+enum class KnnPath : int { Scalar = 0, AVX2 = 1, AVX512 = 2, AVX512BF16 = 3, AMX = 4 };
+
+/// "scalar", "avx2", "avx512", "avx512bf16", "amx".
+const char* knn_path_name(KnnPath path) noexcept;
+
+/// A kNN dispatch decision and why.
+struct KnnChoice {
+  KnnPath path = KnnPath::Scalar;  // what structcore.kernels.knn runs
+  KnnPath f32 = KnnPath::Scalar;   // the float32 level (used alone, or for bf16 overflow redo)
+  std::int64_t kc = 256;           // depth chunk of the float32 pass (floats)
+  std::string tile;                // micro tile of `path`, queries x bank rows, e.g. "14x32"
+  std::string reason;              // one sentence: why this path and tile (and any fallback)
+};
+
+/// Pure decision (no global state; tested with made-up feature sets):
+///  * request: a STRUCTCORE_SIMD value ("" none; "scalar", "avx2", "avx512", "avx512bf16",
+///    "amx"; anything else is ignored with a note). A request can only lower the choice: a
+///    level the CPU lacks falls back to the widest level below it, with a note in `reason`.
+///  * f32 level: AVX512 needs avx512f/bw/dq/vl + fma + OS AVX-512 state; AVX2 needs
+///    avx2 + fma + OS AVX state; else scalar.
+///  * bf16 candidates (k <= 64 only; longer candidate lists would cost more than they save):
+///    AMX when amx_tile + amx_bf16 + os_amx + amx_permitted + AVX-512 BF16 + amx_built;
+///    else AVX512BF16 when avx512_bf16 and the f32 level is AVX512; else the f32 level.
+///  * kc (float32 pass, AVX-512): 256 on AMD (measured best on Zen 4), else 128 so the
+///    32 x kc bank micro-panel (16 KiB) stays in a 32-48 KiB L1d beside the streaming query
+///    panel (BLIS's rule for the reused micro-panel; chosen for Intel, not measured there).
+KnnChoice knn_choose(const CpuFeatures& cpu, const std::string& request, std::int64_t k,
+                     bool amx_built);
+
+/// knn_choose(cpu_features(), STRUCTCORE_SIMD (read once per process), k, knn_amx_built()),
+/// with the AVX-512 float32 depth chunk overridden by STRUCTCORE_KNN_KC (a multiple of 32 in
+/// [32, 4096]; read once; for tuning on a new CPU) when set.
+KnnChoice knn_choice(std::int64_t k);
+
+/// True when this binary contains the AMX kernel (the compiler accepted -mamx-tile/-mamx-bf16).
+bool knn_amx_built() noexcept;
+
+/// True when knn_amx() may run here: knn_choose() would pick AMX for k = 1 with no request.
+bool knn_amx_usable() noexcept;
+
+/// One line for build_info(): "candidates avx512bf16, tile 14x32, f32 avx512 kc 256 (reason)".
+std::string knn_build_note();
+
+/// True when the default path (structcore.kernels.knn) uses a bf16 candidate pass
+/// (knn_choice(k).path is AVX512BF16 or AMX) rather than knn / knn_f16.
 bool knn_prefers_bf16(std::int64_t k) noexcept;
 
 /// Exact float32 value of an IEEE binary16 bit pattern (subnormals, inf, NaN included).

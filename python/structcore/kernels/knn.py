@@ -62,11 +62,19 @@ def knn(
     post-ReLU CNN features inflate ~4x with their common mean). Memory is O(tile), never
     O(n_queries x n_bank): GEMM tiles are fused with a per-query top-k.
 
-    * Default on CPUs with AVX-512 BF16 (and ``k <= 64``): candidates come from a bf16
-      dot-product pass with a proven error bound, and every bank row that may belong to the
-      k nearest is re-ranked exactly (double accumulation): the result is the exact ranking
-      (rows whose double-precision distances are equal up to rounding may trade places).
-    * Elsewhere (or with ``STRUCTCORE_SIMD=avx2|scalar``): float32 norms trick
+    The path is chosen once per process from the CPU (cpuid, and for AMX the OS state and
+    permission) and ``STRUCTCORE_SIMD=scalar|avx2|avx512|avx512bf16|amx``, which can only
+    lower it (a level the CPU lacks falls back, with a note);
+    ``structcore._core.knn_info(k)`` and :func:`structcore.build_info` say which path runs
+    and why.
+
+    * Default on CPUs with AMX-BF16 or AVX-512 BF16 (and ``k <= 64``): candidates come from a
+      bf16 dot-product pass (AMX tiles, else ``vdpbf16ps``) with a proven error bound, and
+      every bank row that may belong to the k nearest is re-ranked exactly (double
+      accumulation): the result is the exact ranking (rows whose double-precision distances
+      are equal up to rounding may trade places). The AMX kernel is compiled and tested
+      against an emulation of its tiles, but has not been timed on an AMX CPU yet.
+    * Elsewhere (or with ``STRUCTCORE_SIMD=avx512|avx2|scalar``): float32 norms trick
       ``|q|^2 + |b|^2 - 2 q.b`` on AVX-512 / AVX2 / scalar micro-kernels, then the k winners
       are re-evaluated exactly and re-sorted by (distance, index). A bank row whose true
       squared distance lies within ``2 * (gamma_{dim+2} + 2.01 * 2**-24) * (|q - c| + |b - c|)^2``
