@@ -323,16 +323,27 @@ def test_fit_features_equals_fit(fitted: Detector, train, test_set, tmp_path) ->
     assert (tmp_path / "ff.npz").read_bytes() == (tmp_path / "fit.npz").read_bytes()
 
 
-def test_crossfit_folds_and_maps(fitted: Detector, train) -> None:
-    f_train = fitted.features(train)
-    folds = fitted.crossfit_folds(9)
+@pytest.mark.parametrize("crossfit_bank", ["coreset", "masked"])
+def test_crossfit_folds_and_maps(train, crossfit_bank: str) -> None:
+    from structcore.crossfit import locate_rows
+
+    det = Detector(**SMALL, crossfit_bank=crossfit_bank).fit(train)
+    f_train = det.features(train)
+    folds = det.crossfit_folds(9)
     assert folds.dtype == np.int64 and np.bincount(folds).tolist() == [3, 3, 3]
     perm = np.random.default_rng(SMALL["seed"]).permutation(9)
     assert folds[perm].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    maps, smax = fitted.calibration_maps(f_train, "crossfit")
+    maps, smax = det.calibration_maps(f_train, "crossfit")
+    np.testing.assert_array_equal(smax, det.train_max_["crossfit"])
+    sources = locate_rows(det.bank_, f_train)
     for i in range(3):
-        # fold i against a detector fitted on the other folds' features alone
-        other = Detector(**SMALL).fit_features(f_train[folds != i])
+        if crossfit_bank == "coreset":
+            # fold i against a detector fitted on the other folds' features alone
+            other = Detector(**SMALL).fit_features(f_train[folds != i])
+        else:
+            # fold i against the final bank without the rows selected from fold i's images
+            rows = det.bank_[folds[sources] != i]
+            other = Detector(**SMALL).fit_features(f_train[folds != i], bank=rows)
         m, x = other.anomaly_maps(f_train[folds == i])
         np.testing.assert_array_equal(m, maps[folds == i])
         np.testing.assert_array_equal(x, smax[folds == i])

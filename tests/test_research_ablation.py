@@ -135,7 +135,7 @@ def test_map_cache_round_trip(tmp_path: Path) -> None:
     # ... and exactly what Detector.fit / predict compute on the same images
     from structcore import Detector
 
-    det = Detector(**asdict(cfg), weights=None).fit(imgs[:4])
+    det = Detector(**asdict(cfg), weights=None, crossfit_bank="coreset").fit(imgs[:4])
     pred = det.predict(imgs[4:])
     np.testing.assert_array_equal(ms.test_maps, pred.maps)
     np.testing.assert_array_equal(ms.test_max, pred.score_max)

@@ -222,6 +222,9 @@ def load_or_compute_maps(
     det = Detector(
         **asdict(cfg),
         calibration="train",
+        # the harness's cross-fit maps come from fresh fold coresets (its cached fold banks,
+        # which the synthetic-defect calibration reuses), as before the masked default
+        crossfit_bank="coreset",
         variants=False,
         threads=threads,
         batch_size=batch_size,
