@@ -39,8 +39,13 @@ print(json.dumps(sorted(m for m in sys.modules if m.startswith("structcore"))))
 
 
 def _modules_after(code: str) -> list[str]:
+    import structcore
+
+    # the structcore this session imports (the source tree with its built module, or the
+    # installed package in CI), not necessarily PKG
+    where = str(Path(structcore.__file__).resolve().parents[1])
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(PKG.parent), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([where, env.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
     )

@@ -150,6 +150,15 @@ def test_local_engine_without_ray(data, tmp_path, monkeypatch):
         fit_many({"a": data["train"]}, tmp_path / "m", engine="ray", **TINY)
 
 
+def _subprocess_env() -> dict[str, str]:
+    """Environment for a child interpreter importing the structcore this session imports
+    (the source tree with its built module, or the installed package as in CI)."""
+    import structcore
+
+    where = os.path.dirname(os.path.dirname(structcore.__file__))
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([where, *sys.path])}
+
+
 def test_import_is_lazy():
     """import structcore(.distributed) pulls in neither Ray nor pyarrow."""
     code = (
@@ -157,7 +166,7 @@ def test_import_is_lazy():
         "bad = [m for m in ('ray', 'pyarrow') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), *sys.path])}
+    env = _subprocess_env()
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
 
 
@@ -255,7 +264,7 @@ def _run_killed_driver(data, out: Path, phase: str, after: int) -> subprocess.Co
         f"progress=False, _fault={{'after_images': {after}, 'phase': {phase!r}, "
         f"'marker': {str(out.parent / 'died')!r}}})\n"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "python"), *sys.path])}
+    env = _subprocess_env()
     return subprocess.run(
         [sys.executable, "-c", code], env=env, timeout=300, capture_output=True, text=True
     )
