@@ -447,7 +447,9 @@ def test_ray_exactly_once_when_a_worker_is_killed(data, tmp_path, ray_cluster, p
                 c = int(line.split()[0])
                 starts[c] = starts.get(c, 0) + 1
     assert sorted(starts) == list(range(7))
-    assert len(list(trace.glob("*.log"))) >= 3  # the restarted actor is a new process
+    # Both original actors scored; the restarted one may get no chunk at all when the
+    # surviving actor drains the queue first (timing-dependent: seen on a quiet machine).
+    assert len(list(trace.glob("*.log"))) >= 2
     rescored = sum(n - 1 for n in starts.values())
     if phase == "after_score":
         assert rescored == 1 and s.rewritten_chunks == 0  # at most the in-flight chunk
