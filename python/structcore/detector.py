@@ -305,8 +305,6 @@ class Detector:
         """
         return check_params(self.get_params())
 
-    _validated = validate_params  # the name earlier releases used internally
-
     def _check_fitted(self) -> None:
         if not hasattr(self, "bank_"):
             raise NotFittedError(
@@ -635,9 +633,10 @@ class Detector:
                 continue
             feats = st.extractor(x)
             timings["features"] += time.perf_counter() - t1
-            maps[ok], smax[ok] = self._score(feats, st.bank, st.mapper, timings)
+            bmaps, smax[ok] = self._score(feats, st.bank, st.mapper, timings)
+            maps[ok] = bmaps
             t2 = time.perf_counter()
-            phi[ok] = st.descriptor(maps[ok])
+            phi[ok] = st.descriptor(bmaps)  # the batch's own maps, not a fancy-indexed copy
             timings["descriptor"] += time.perf_counter() - t2
             valid[ok] = True
         return maps, smax, phi, valid, failed
