@@ -18,6 +18,12 @@ train-good calibration maps), so it can be reused outside the detector:
   interpolation) of the calibration scores; an image is anomalous when its score is strictly
   greater.
 
+:meth:`StructCalibrator.fit_synthetic` (``Detector(calibration="synthetic")``) fits the same
+``mu_``, ``sigma_`` on the good maps and replaces ``lambda_ * D`` by a *learned* linear term:
+``score = max + sum_j weights_[j] * z_j``, the weights fitted on good vs synthetic-defect
+descriptors (:mod:`structcore.learned_calibration`); ``lam`` is not used (``lambda_ = 0``) and
+D is still reported.
+
 References
 ----------
 Chae et al., "StructCore", arXiv 2602.17048 (2026).
@@ -33,11 +39,30 @@ import numpy as np
 
 from ._validation import check_choice, check_positive_float, check_quantile
 
-__all__ = ["CALIBRATION_MODES", "CalibrationWarning", "StructCalibrator", "check_lam"]
+__all__ = [
+    "CALIBRATION_MODES",
+    "MAP_MODES",
+    "CalibrationWarning",
+    "StructCalibrator",
+    "check_lam",
+    "map_mode",
+]
 
-#: Which train-good maps calibrate (METHOD.md §3.5): ``"crossfit"`` (each image scored by a
-#: bank of the other folds, :mod:`structcore.crossfit`) or ``"train"`` (by the final bank).
-CALIBRATION_MODES = ("crossfit", "train")
+#: Values of the detector's ``calibration``: ``"crossfit"`` and ``"train"`` name the train-good
+#: maps that calibrate the hybrid score (:data:`MAP_MODES`); ``"synthetic"`` fits a learned
+#: linear score on the cross-fitted maps versus synthetic defects
+#: (:meth:`StructCalibrator.fit_synthetic`).
+CALIBRATION_MODES = ("crossfit", "train", "synthetic")
+#: Which train-good maps a detector computes and stores (METHOD.md §3.5): ``"crossfit"`` (each
+#: image scored by a bank of the other folds, :mod:`structcore.crossfit`) or ``"train"`` (by
+#: the final bank). The keys of ``train_phi_`` / ``train_max_`` and of a model file's arrays.
+MAP_MODES = ("crossfit", "train")
+
+
+def map_mode(calibration: str) -> str:
+    """The train maps a calibration mode is fitted on: ``"crossfit"`` for ``"synthetic"``
+    (its good class), else the mode itself."""
+    return "crossfit" if calibration == "synthetic" else calibration
 
 
 class CalibrationWarning(UserWarning):
@@ -114,6 +139,12 @@ class StructCalibrator:
     floored_ : tuple of str
         Names of the components whose sigma was floored.
     lambda_ : float
+        0 after :meth:`fit_synthetic`.
+    weights_ : ndarray of shape (n_components,), float64, or None
+        The learned weights ``a`` of :meth:`fit_synthetic` (score ``max + a . z``); None for
+        the hybrid score ``max + lambda_ * D``.
+    learned_ : structcore.learned_calibration.LearnedScore
+        After :meth:`fit_synthetic` only: the fitted logistic model (alpha, CV AUROCs, ...).
     decision_threshold_ : float
     n_calibration_ : int
 
@@ -173,25 +204,7 @@ class StructCalibrator:
         names = self._check_params(f)
         mx = _as_scores(max_scores, "max_scores", n)
 
-        mu = phi_arr.mean(axis=0)
-        sigma = phi_arr.std(axis=0)
-        floor = float(self.eps) * np.maximum(1.0, np.abs(mu))
-        low = sigma < floor
-        self.floored_ = tuple(names[i] for i in np.flatnonzero(low))
-        if self.floored_:
-            warnings.warn(
-                f"descriptor component(s) {list(self.floored_)} have (near) zero variance on "
-                f"the {n} calibration maps; their sigma is floored at eps * max(1, |mu|) "
-                f"(eps={self.eps:g}). Their z-scores can be very large on new images; consider "
-                "removing them from the descriptor.",
-                CalibrationWarning,
-                stacklevel=2,
-            )
-        self.mu_ = mu
-        self.sigma_ = np.where(low, floor, sigma)
-        self.n_calibration_ = n
-        self.names_ = tuple(names)
-
+        self._fit_standardisation(phi_arr, names)
         d = self.distance(phi_arr)
         if isinstance(self.lam, str):
             sd = float(d.std())
@@ -207,14 +220,130 @@ class StructCalibrator:
                 self.lambda_ = 0.0
         else:
             self.lambda_ = float(self.lam)
+        self.weights_: np.ndarray | None = None
         self.calibration_scores_ = mx + self.lambda_ * d
         self.decision_threshold_ = float(
             np.quantile(self.calibration_scores_, float(self.threshold_quantile))
         )
         return self
 
+    def _fit_standardisation(self, phi_arr: np.ndarray, names: list[str]) -> None:
+        """mu_, sigma_ (floored, with the warning), n_calibration_, names_ of good ``phi``."""
+        n = phi_arr.shape[0]
+        mu = phi_arr.mean(axis=0)
+        sigma = phi_arr.std(axis=0)
+        floor = float(self.eps) * np.maximum(1.0, np.abs(mu))
+        low = sigma < floor
+        self.floored_ = tuple(names[i] for i in np.flatnonzero(low))
+        if self.floored_:
+            warnings.warn(
+                f"descriptor component(s) {list(self.floored_)} have (near) zero variance on "
+                f"the {n} calibration maps; their sigma is floored at eps * max(1, |mu|) "
+                f"(eps={self.eps:g}). Their z-scores can be very large on new images; consider "
+                "removing them from the descriptor.",
+                CalibrationWarning,
+                stacklevel=3,
+            )
+        self.mu_ = mu
+        self.sigma_ = np.where(low, floor, sigma)
+        self.n_calibration_ = n
+        self.names_ = tuple(names)
+
+    def fit_synthetic(
+        self,
+        phi: object,
+        max_scores: object,
+        defect_phi: object,
+        defect_max: object,
+        *,
+        defect_sources: object = None,
+        seed: int = 0,
+    ) -> StructCalibrator:
+        """Fit mu, sigma, the learned weights and the decision threshold (no lambda).
+
+        ``mu_``, ``sigma_`` as :meth:`fit` on the good descriptors; ``weights_`` by
+        :func:`structcore.learned_calibration.fit_learned_score` on good (class 0) vs defect
+        (class 1) rows, grouped by source image; ``lambda_ = 0`` (``lam`` and ``norm`` only
+        shape the reported D); ``decision_threshold_`` = the ``threshold_quantile`` quantile
+        of the good rows' learned scores.
+
+        Parameters
+        ----------
+        phi : array_like of shape (n_images, n_components)
+            Descriptors of the good (cross-fitted) calibration maps, one row per train image.
+        max_scores : array_like of shape (n_images,)
+            Their max scores.
+        defect_phi : array_like of shape (n_defects, n_components)
+            Descriptors of the synthetic-defect maps.
+        defect_max : array_like of shape (n_defects,)
+            Their max scores.
+        defect_sources : array_like of int of shape (n_defects,) or None
+            Row of ``phi`` (train image) each defect was made on, in ``[0, n_images)``; the
+            cross-validation of the regularisation holds an image and its defects out
+            together. None: each defect its own group.
+        seed : int >= 0
+            Seed of the cross-validation's group split.
+
+        Returns
+        -------
+        self : StructCalibrator
+
+        Raises
+        ------
+        TypeError, ValueError
+            Bad arrays (naming the argument), or parameters as :meth:`fit`.
+
+        Warns
+        -----
+        CalibrationWarning
+            Zero-variance components (as :meth:`fit`); a fit whose max coefficient is not
+            positive (the score falls back to max pooling, ``weights_ = 0``).
+        """
+        from .learned_calibration import fit_learned_score, linear_score
+
+        phi_arr = _as_phi(phi, "phi")
+        n, f = phi_arr.shape
+        names = self._check_params(f)
+        mx = _as_scores(max_scores, "max_scores", n)
+        dphi = _as_phi(defect_phi, "defect_phi", n_features=f)
+        dmax = _as_scores(defect_max, "defect_max", dphi.shape[0])
+        src = None
+        if defect_sources is not None:
+            src = np.asarray(defect_sources)
+            if src.dtype.kind not in "iu" or src.shape != (dphi.shape[0],):
+                raise ValueError(
+                    f"defect_sources must be integers of shape ({dphi.shape[0]},); got "
+                    f"dtype {src.dtype} shape {src.shape}"
+                )
+            if src.size and (src.min() < 0 or src.max() >= n):
+                raise ValueError(f"defect_sources must lie in [0, {n}) (rows of phi)")
+        self._fit_standardisation(phi_arr, names)
+        model = fit_learned_score(
+            mx,
+            phi_arr,
+            dmax,
+            dphi,
+            components=names,
+            groups_good=np.arange(n),
+            groups_defect=src,
+            seed=seed,
+        )
+        self.learned_ = model
+        self.weights_ = model.a.copy()
+        self.lambda_ = 0.0
+        self.calibration_scores_ = linear_score(mx, self.zscores(phi_arr), self.weights_)
+        self.decision_threshold_ = float(
+            np.quantile(self.calibration_scores_, float(self.threshold_quantile))
+        )
+        return self
+
     def _restore(
-        self, mu: np.ndarray, sigma: np.ndarray, lambda_: float, decision_threshold: float
+        self,
+        mu: np.ndarray,
+        sigma: np.ndarray,
+        lambda_: float,
+        decision_threshold: float,
+        weights: np.ndarray | None = None,
     ) -> StructCalibrator:
         """Set the fitted state from stored values (used by :mod:`structcore.io`)."""
         names = self._check_params(int(np.asarray(mu).shape[0]))
@@ -223,6 +352,7 @@ class StructCalibrator:
         self.names_ = tuple(names)
         self.floored_ = ()
         self.lambda_ = float(lambda_)
+        self.weights_ = None if weights is None else np.asarray(weights, np.float64).copy()
         self.decision_threshold_ = float(decision_threshold)
         return self
 
@@ -259,15 +389,21 @@ class StructCalibrator:
         distance : ndarray of shape (n_images,), float64
             D.
         score : ndarray of shape (n_images,), float64
-            ``max_scores + lambda_ * D``.
+            ``max_scores + lambda_ * D``, or ``max_scores + sum_j weights_[j] * z_j`` after
+            :meth:`fit_synthetic` (:func:`structcore.learned_calibration.linear_score`).
         """
         z = self.zscores(phi)
         mx = _as_scores(max_scores, "max_scores", z.shape[0])
         d = np.sqrt(np.sum(z * z, axis=1)) if self.norm == "l2" else np.max(np.abs(z), axis=1)
+        weights = getattr(self, "weights_", None)
+        if weights is not None:
+            from .learned_calibration import linear_score
+
+            return z, d, linear_score(mx, z, weights)
         return z, d, mx + self.lambda_ * d
 
     def score(self, phi: object, max_scores: object) -> np.ndarray:
-        """Final score ``max + lambda_ * D``, float64 of shape (n_images,)."""
+        """Final score (``max + lambda_ * D`` or the learned one), float64 of shape (n_images,)."""
         return self.transform(phi, max_scores)[2]
 
     def decide(self, scores: object) -> np.ndarray:

@@ -13,7 +13,10 @@ any row of a fold's images scores that fold. Two ways to get that bank (the dete
   fold's images (:meth:`MemoryBank.without_images`): no further selection, and the same
   number of rows as a refitted fold bank on average.
 
-These banks serve calibration only; the detector's final bank uses all images.
+These banks serve calibration only; the detector's final bank uses all images. The same fold
+banks score the synthetic defects of ``calibration="synthetic"`` (:func:`crossfit_maps`'s
+``on_bank``): a defect made on an image of fold ``f`` is scored by fold ``f``'s bank, which
+holds no patch of its source image, exactly as that image's own good map is.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ CROSSFIT_BANKS = ("masked", "coreset")
 ScoreFn = Callable[[np.ndarray, MemoryBank], tuple[np.ndarray, np.ndarray]]
 #: ``build(held (n_held,) int64) -> MemoryBank`` holding no row of the ``held`` images
 BuildFn = Callable[[np.ndarray], MemoryBank]
+#: ``on_bank(held (n_held,) int64, bank)``: called once per fold with the fold's bank
+BankFn = Callable[[np.ndarray, MemoryBank], None]
 
 
 def fold_parts(n: int, folds: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -153,6 +158,7 @@ def crossfit_maps(
     build: BuildFn,
     score: ScoreFn,
     show_progress: bool = False,
+    on_bank: BankFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cross-fitted calibration maps and max scores of train features.
 
@@ -173,6 +179,10 @@ def crossfit_maps(
         The detector's map stage: ``(features, bank) -> (maps, score_max)``.
     show_progress : bool
         A tqdm bar over the folds.
+    on_bank : callable or None
+        ``on_bank(held, bank)``, called once per fold after the fold's images are scored,
+        with the fold's bank (no row of the ``held`` images): e.g. to score the synthetic
+        defects made on the held images with the same bank.
 
     Returns
     -------
@@ -201,5 +211,7 @@ def crossfit_maps(
             if maps is None:
                 maps = np.empty((n, *m.shape[1:]), dtype=np.float32)
             maps[idx], smax[idx] = m, s
+        if on_bank is not None:
+            on_bank(held, bank)
     assert maps is not None  # folds >= 2 and n >= folds: every image is scored
     return maps, smax

@@ -26,8 +26,13 @@ Fitting (all fitted state ends in ``_``; ``fit`` starts from scratch every time)
    * ``"train"``: the train images scored against the final bank (the paper's plain mode;
      biased low, one kNN pass).
 
-   The configured ``calibration`` is always computed; with ``variants=True`` (default) both
-   are, so :meth:`Detector.variant_scores` can re-calibrate every variant without refitting.
+   The configured ``calibration``'s maps are always computed (``"synthetic"`` needs the
+   cross-fitted ones); with ``variants=True`` (default) both modes' are, so
+   :meth:`Detector.variant_scores` can re-calibrate every variant without refitting.
+   With ``calibration="synthetic"`` the cross-fit pass also scores synthetic defects
+   (:mod:`structcore.defects`: one CutPaste and one Perlin-blend defect per train image,
+   seeded by ``seed``), each with the fold bank of its source image, which holds none of that
+   image's patches (:meth:`Detector.defect_features`).
 3. Per mode: pixel threshold ``t`` = ``pixel_quantile`` quantile of all calibration-map pixels
    (used by thresholded descriptor components); descriptors of *all* extended components
    (``train_phi_[mode]``, plus any configured component outside that set) and max scores
@@ -39,19 +44,27 @@ Fitting (all fitted state ends in ``_``; ``fit`` starts from scratch every time)
    ``threshold_quantile`` quantile of the scores ``max + lambda * D`` of the *cross-fitted*
    maps whenever they are computed, else of the configured mode's maps: same-train maps are
    biased low, and a threshold taken on them flags nearly every new image).
+   ``calibration="synthetic"`` instead fits ``weights_`` (``a``) of the learned score
+   ``max + sum_j a_j z_j`` (:meth:`~structcore.calibration.StructCalibrator.fit_synthetic`:
+   L2 logistic regression of good cross-fitted vs synthetic-defect maps,
+   :mod:`structcore.learned_calibration`); ``lambda_ = 0`` and ``decision_threshold_`` is the
+   ``threshold_quantile`` quantile of the learned scores of the cross-fitted good maps.
 
 Prediction: features -> kNN against ``bank_`` -> maps S (``crop x crop``, Gaussian ``sigma``
 in pixels) -> ``score_max`` = max(S) (times PatchCore's reweighting factor when
 ``reweight=True``, see :mod:`structcore.memory_bank`) -> descriptor ``phi(S)`` (pixel
-threshold of the configured mode) -> ``z``, ``D`` -> ``score = score_max + lambda_ * D``;
-``is_anomalous = score > decision_threshold_``.
+threshold of the configured mode) -> ``z``, ``D`` -> ``score = score_max + lambda_ * D``
+(``calibration="synthetic"``: ``score = score_max + sum_j weights_[j] * z_j``, D still
+reported as ``score_struct``); ``is_anomalous = score > decision_threshold_``.
 
 The same pieces, public, for features cached outside the detector (e.g. an accuracy study of
 image scores, :mod:`structcore.research.ablation`): :meth:`Detector.features` (patch features
 of images, also before ``fit``), :meth:`Detector.fit_features` (``fit`` from features,
-optionally with a given bank), :meth:`Detector.anomaly_maps` (maps and max scores of
-features, as ``predict``), :meth:`Detector.calibration_maps` (step 2's maps of either mode)
-and :meth:`Detector.crossfit_folds`. They compute exactly what ``fit`` and ``predict`` do.
+optionally with a given bank and synthetic-defect features), :meth:`Detector.defect_features`
+(features of the synthetic defects ``fit`` makes), :meth:`Detector.anomaly_maps` (maps and
+max scores of features, as ``predict``), :meth:`Detector.calibration_maps` (step 2's maps of
+either mode) and :meth:`Detector.crossfit_folds`. They compute exactly what ``fit`` and
+``predict`` do.
 :meth:`Detector.variant_scores` (the grid of score variants) lives in
 :mod:`structcore.research.grid`, imported only when called.
 
@@ -65,7 +78,7 @@ import inspect
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,11 +86,26 @@ import numpy as np
 
 from ._progress import progress
 from ._validation import as_float_array, check_choice, check_int
-from .calibration import CALIBRATION_MODES, CalibrationWarning, StructCalibrator
-from .crossfit import crossfit_folds, crossfit_maps, locate_rows, masked_bank, refit_bank
+from .calibration import (
+    CALIBRATION_MODES,
+    MAP_MODES,
+    CalibrationWarning,
+    StructCalibrator,
+    map_mode,
+)
+from .crossfit import (
+    BankFn,
+    crossfit_folds,
+    crossfit_maps,
+    fold_parts,
+    locate_rows,
+    masked_bank,
+    refit_bank,
+)
+from .defects import SYNTHETIC_MAKERS, defect_images
 from .descriptor import EXTENDED_COMPONENTS, PAPER_COMPONENTS, Descriptor
 from .features import FeatureExtractor
-from .images import as_image_list, preprocess, preprocess_one
+from .images import as_image_list, preprocess, preprocess_one, to_float_rgb
 from .io import DetectorState, InvalidModelFile, invalid_file_error, read_state, write_state
 from .maps import AnomalyMapper
 from .memory_bank import MemoryBank
@@ -85,6 +113,10 @@ from .params import check_params
 from .prediction import Prediction
 
 __all__ = ["CALIBRATION_MODES", "Detector", "NotFittedError", "Prediction", "Stages"]
+
+#: ``defects(held (n_held,) int64) -> (features (m, h, w, D) float32, sources (m,) int64)``:
+#: the synthetic-defect features made on the ``held`` train images, in batch order.
+DefectFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 class NotFittedError(RuntimeError):
@@ -141,12 +173,19 @@ class Detector:
         Norm of the z-vector.
     lam : "auto" or float >= 0
         Weight of D in the score.
-    calibration : {"crossfit", "train"}
+    calibration : {"crossfit", "train", "synthetic"}
         Which train-good maps give mu, sigma and lambda (module docstring). Default
         ``"train"``, the paper's own mode: on the real sets of docs/ABLATION.md it ranks
         images better than cross-fitting (image AUROC vs max pooling: mean +0.007, worst
         -0.001 over 18 set/backbone pairs; cross-fitted: mean -0.022, worst -0.117). The
         decision threshold comes from the cross-fitted maps whenever they are computed.
+        ``"synthetic"``: the label-free learned score ``max + sum_j a_j z_j`` (module
+        docstring), fitted on the cross-fitted maps (mu, sigma, the good class) against
+        synthetic defects of the train images (CutPaste and Perlin blends, seeded by
+        ``seed``); ``lam`` is not used (``lambda_ = 0``), ``norm`` only shapes the reported
+        D. ``fit`` then runs the backbone on three times as many images. The research
+        variant ``learned/cp+perlin`` of docs/ABLATION.md: opt-in only (on Magnetic Tile
+        it loses to max pooling).
     folds : int >= 2
         Cross-fitting folds.
     crossfit_bank : {"masked", "coreset"}
@@ -185,8 +224,9 @@ class Detector:
     progress : bool
         Show tqdm progress bars.
     variants : bool
-        Compute both calibration modes in ``fit`` so :meth:`variant_scores` has the whole grid
-        (with ``calibration="train"`` this is what makes ``fit`` run the cross-fit).
+        Compute both calibration maps (``"crossfit"`` and ``"train"``) in ``fit`` so
+        :meth:`variant_scores` has the whole grid (with ``calibration="train"`` this is what
+        makes ``fit`` run the cross-fit).
 
     Examples
     --------
@@ -394,9 +434,17 @@ class Detector:
         return maps, smax
 
     def _calibration_maps(
-        self, mode: str, feats: np.ndarray, p: dict[str, Any], bank: MemoryBank
+        self,
+        mode: str,
+        feats: np.ndarray,
+        p: dict[str, Any],
+        bank: MemoryBank,
+        on_bank: BankFn | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Calibration maps (N, crop, crop) and max scores (N,) of the train images."""
+        """Calibration maps (N, crop, crop) and max scores (N,) of the train images.
+
+        ``on_bank(held, fold_bank)`` (``"crossfit"`` only) is called with each fold's bank.
+        """
         mapper = self._mapper()
         if mode == "train":
             return self._score(feats, bank, mapper)
@@ -420,6 +468,7 @@ class Detector:
             build=build,
             score=lambda f, b: self._score(f, b, mapper),
             show_progress=bool(self.progress),
+            on_bank=on_bank,
         )
 
     # ---------------------------------------------------------------------------------------
@@ -441,15 +490,16 @@ class Detector:
         Warns
         -----
         CalibrationWarning
-            A configured descriptor component has zero variance on the calibration maps.
+            A configured descriptor component has zero variance on the calibration maps;
+            with ``calibration="synthetic"``, a learned fit that falls back to max pooling.
         """
         p = self.validate_params()
         self._reset()
         items = as_image_list(images)
         modes = self._fit_modes(len(items), p, "images")
         timings = dict.fromkeys(("preprocess", "features", "bank", "calibration"), 0.0)
-        self.extractor_ = self._new_extractor(p)
-        feats = self.extractor_.extract(
+        self.extractor_ = extractor = self._new_extractor(p)
+        feats = extractor.extract(
             items,
             resize=self.resize,
             crop=self.crop,
@@ -457,17 +507,95 @@ class Detector:
             timings=timings,
             show_progress=bool(self.progress),
         )
-        return self._fit_on_features(feats, None, p, modes, timings)
+        defects: DefectFn | None = None
+        if p["calibration"] == "synthetic":
+            timings["synthetic"] = 0.0
+
+            def defects(held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                t0 = time.perf_counter()
+                out = self._fold_defect_features(items, held, p, extractor)
+                timings["synthetic"] += time.perf_counter() - t0
+                return out
+
+        return self._fit_on_features(feats, None, p, modes, timings, defects)
+
+    def _fold_defect_features(
+        self,
+        items: Sequence[object],
+        held: np.ndarray,
+        p: dict[str, Any],
+        extractor: FeatureExtractor,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Features (m, h, w, D) and sources (m,) of the synthetic defects of ``held`` images.
+
+        Image-major, :data:`~structcore.defects.SYNTHETIC_MAKERS` order inside; the backbone
+        runs on them in batches of ``batch_size`` (what :meth:`defect_features` returns for
+        this fold).
+        """
+        imgs: list[np.ndarray] = []
+        for i in held.tolist():
+            src = _defect_source(items[i], f"images[{i}]")
+            imgs += defect_images(
+                src,
+                i,
+                seed=p["seed"],
+                makers=SYNTHETIC_MAKERS,
+                resize=p["resize"],
+                crop=p["crop"],
+            )
+        feats = extractor.extract(
+            imgs, resize=p["resize"], crop=p["crop"], batch_size=p["batch_size"]
+        )
+        return feats, np.repeat(np.asarray(held, dtype=np.int64), len(SYNTHETIC_MAKERS))
+
+    def defect_features(self, images: object) -> tuple[np.ndarray, np.ndarray]:
+        """Patch features of the synthetic defects that ``fit(images)`` makes and scores.
+
+        For ``calibration="synthetic"`` with features cached outside the detector:
+        ``fit_features(features(images), defects=defect_features(images))`` fits what
+        ``fit(images)`` fits (the same defects, backbone batches and maps). Works before
+        :meth:`fit` too (the backbone is built from the parameters, as :meth:`features`).
+
+        One defect per maker of :data:`structcore.defects.SYNTHETIC_MAKERS` (CutPaste,
+        Perlin blend) per train image, seeded by ``[seed, image index, maker index]``
+        (:func:`structcore.defects.defect_images`), inside the centre crop. 8-bit sources
+        give 8-bit defect images; others (16-bit, float) are made in float.
+
+        Parameters
+        ----------
+        images : sequence of images, ndarray (N, H, W, C) or tensor (N, C, H, W)
+            The train-good images, in fit order (N >= ``folds``; the seeds and the batch
+            order depend on the positions).
+
+        Returns
+        -------
+        features : ndarray of shape (M, h, w, feature_dim), float32
+            M = N * len(SYNTHETIC_MAKERS), in fit's order: fold by fold
+            (:meth:`crossfit_folds`), image by image, maker by maker.
+        sources : ndarray of shape (M,), int64
+            The train image (index into ``images``) each defect was made on.
+
+        Raises
+        ------
+        TypeError, ValueError
+            Invalid parameters or images; fewer images than ``folds``; images whose centre
+            crop is under :data:`structcore.defects.MIN_CROP_SIDE` pixels.
+        """
+        p = self.validate_params()
+        items = as_image_list(images)
+        n = len(items)
+        if p["folds"] > n:
+            raise ValueError(f"images: folds={p['folds']} exceeds the {n} train images")
+        extractor = self.extractor_ if hasattr(self, "bank_") else self._new_extractor(p)
+        parts = fold_parts(n, p["folds"], p["seed"])[1]
+        out = [self._fold_defect_features(items, held, p, extractor) for held in parts]
+        return np.concatenate([f for f, _ in out]), np.concatenate([s for _, s in out])
 
     def _fit_modes(self, n: int, p: dict[str, Any], name: str) -> tuple[str, ...]:
         """The calibration modes ``fit`` computes for ``n`` train images (checks ``n``)."""
         if n < 2:
             raise ValueError(f"{name}: fit needs at least 2 train images; got {n}")
-        modes = (
-            CALIBRATION_MODES
-            if self.variants
-            else tuple(m for m in CALIBRATION_MODES if m == p["calibration"])
-        )
+        modes = MAP_MODES if self.variants else (map_mode(p["calibration"]),)
         if "crossfit" in modes and p["folds"] > n:
             raise ValueError(
                 f"folds={p['folds']} exceeds the {n} train images; cross-fitting needs at least "
@@ -482,8 +610,13 @@ class Detector:
         p: dict[str, Any],
         modes: tuple[str, ...],
         timings: dict[str, float],
+        defects: DefectFn | None = None,
     ) -> Detector:
-        """Steps 1 (bank) to 4 of the module docstring; ``extractor_`` is already set."""
+        """Steps 1 (bank) to 4 of the module docstring; ``extractor_`` is already set.
+
+        ``defects`` (``calibration="synthetic"``): the synthetic-defect features of a fold's
+        images, scored in the cross-fit pass with that fold's bank.
+        """
         n, h, w, d = feats.shape
         t0 = time.perf_counter()
         final = (
@@ -507,8 +640,23 @@ class Detector:
         self.pixel_thresholds_: dict[str, float] = {}
         self.train_phi_: dict[str, np.ndarray] = {}
         self.train_max_: dict[str, np.ndarray] = {}
+        syn_maps: list[np.ndarray] = []
+        syn_max: list[np.ndarray] = []
+        syn_src: list[np.ndarray] = []
+
+        def score_defects(held: np.ndarray, fold_bank: MemoryBank) -> None:
+            assert defects is not None
+            f_def, s_def = defects(held)
+            mapper = self._mapper()
+            for start in range(0, len(s_def), p["batch_size"]):
+                m, s = self._score(f_def[start : start + p["batch_size"]], fold_bank, mapper)
+                syn_maps.append(m)
+                syn_max.append(s)
+            syn_src.append(s_def)
+
         for mode in modes:
-            maps, smax = self._calibration_maps(mode, feats, p, final)
+            on_bank = score_defects if (mode == "crossfit" and defects is not None) else None
+            maps, smax = self._calibration_maps(mode, feats, p, final, on_bank)
             described = Descriptor.fit(
                 maps,
                 self.stored_components_,
@@ -520,6 +668,18 @@ class Detector:
             self.train_phi_[mode] = described(maps)
             self.train_max_[mode] = smax
             del maps
+        if defects is not None:
+            if not syn_maps:
+                raise ValueError("defects: no synthetic-defect features of these train images")
+            self.synthetic_phi_ = Descriptor(
+                self.components_,
+                self.pixel_thresholds_["crossfit"],
+                backend=self.backend,
+                threads=self.threads,
+            )(np.concatenate(syn_maps))
+            self.synthetic_max_ = np.concatenate(syn_max)
+            self.synthetic_sources_ = np.concatenate(syn_src)
+            del syn_maps
         timings["calibration"] = time.perf_counter() - t1
 
         self.feature_grid_ = (int(h), int(w))
@@ -532,13 +692,24 @@ class Detector:
 
     def _fit_calibrator(self, warn: bool) -> None:
         """Stage 5 on the stored calibration descriptors (step 4 of the module docstring)."""
-        mode = str(self.calibration)
+        mode = map_mode(str(self.calibration))
         cols = [self.stored_components_.index(c) for c in self.components_]
         cal = StructCalibrator(self.norm, self.lam, self.threshold_quantile, names=self.components_)
         with warnings.catch_warnings():
             if not warn:
                 warnings.simplefilter("ignore", CalibrationWarning)
-            cal.fit(self.train_phi_[mode][:, cols], self.train_max_[mode])
+            if self.calibration == "synthetic":
+                cal.fit_synthetic(
+                    self.train_phi_[mode][:, cols],
+                    self.train_max_[mode],
+                    self.synthetic_phi_,
+                    self.synthetic_max_,
+                    defect_sources=self.synthetic_sources_,
+                    seed=int(self.seed),
+                )
+                self.learned_ = cal.learned_
+            else:
+                cal.fit(self.train_phi_[mode][:, cols], self.train_max_[mode])
         # Same-train maps are biased low (their images are in the bank): a threshold taken on
         # them flags nearly every new image. Use the cross-fitted maps whenever they exist.
         tmode = "crossfit" if "crossfit" in self.calibration_modes_ else mode
@@ -553,6 +724,7 @@ class Detector:
         self.mu_ = cal.mu_
         self.sigma_ = cal.sigma_
         self.lambda_ = cal.lambda_
+        self.weights_ = cal.weights_
         self.decision_threshold_ = cal.decision_threshold_
 
     def predict(
@@ -719,7 +891,9 @@ class Detector:
             show_progress=bool(self.progress),
         )
 
-    def fit_features(self, features: object, bank: object = None) -> Detector:
+    def fit_features(
+        self, features: object, bank: object = None, *, defects: object = None
+    ) -> Detector:
         """Fit from patch features instead of images (e.g. features cached on disk).
 
         With ``features = Detector(**params).features(images)`` this fits exactly what
@@ -743,6 +917,12 @@ class Detector:
             ``n_bank >= k``. None: build it from ``features`` as ``fit`` does. The
             cross-fit banks of ``"crossfit"`` calibration are always built from
             ``features``.
+        defects : (features, sources) or None
+            ``calibration="synthetic"`` only, and required there: the synthetic-defect
+            features, an array of shape (M, h, w, feature_dim) float32 (as ``features``),
+            and the train image each was made on, integers of shape (M,) in ``[0, N)``;
+            :meth:`defect_features` returns them (then the fit equals ``fit(images)``).
+            Each defect is scored by the cross-fit bank of its source image's fold.
 
         Returns
         -------
@@ -751,11 +931,12 @@ class Detector:
         Raises
         ------
         TypeError
-            Non-float ``features`` or ``bank``.
+            Non-float ``features``, ``bank`` or defect features; ``defects`` not a pair.
         ValueError
             Wrong rank, empty, non-finite, too few images, a grid or feature dimension that
             differs from the backbone's, a bank of another dimension or with fewer than
-            ``k`` rows; invalid parameters.
+            ``k`` rows; ``defects`` missing with ``calibration="synthetic"``, given with
+            another calibration, or of the wrong shape or sources; invalid parameters.
 
         Warns
         -----
@@ -799,10 +980,58 @@ class Detector:
                 f"the grid and dimension of backbone {self.backbone!r} at crop {p['crop']} px "
                 f"with dim={p['dim']}; got {feats.shape}"
             )
+        fn = self._defect_provider(defects, p, feats.shape)
         self._reset()
         self.extractor_ = extractor
         timings = dict.fromkeys(("preprocess", "features", "bank", "calibration"), 0.0)
-        return self._fit_on_features(feats, b, p, modes, timings)
+        return self._fit_on_features(feats, b, p, modes, timings, fn)
+
+    @staticmethod
+    def _defect_provider(
+        defects: object, p: dict[str, Any], shape: tuple[int, ...]
+    ) -> DefectFn | None:
+        """``defects`` of :meth:`fit_features`, checked, as a per-fold provider."""
+        if p["calibration"] != "synthetic":
+            if defects is not None:
+                raise ValueError(
+                    "defects is used only with calibration='synthetic'; got "
+                    f"calibration={p['calibration']!r}"
+                )
+            return None
+        if defects is None:
+            raise ValueError(
+                "defects is required with calibration='synthetic': pass "
+                "defects=det.defect_features(images) (synthetic-defect features, sources)"
+            )
+        if not isinstance(defects, (tuple, list)) or len(defects) != 2:
+            raise TypeError(
+                "defects must be a pair (features (M, h, w, D), sources (M,)); got "
+                f"{type(defects).__name__}"
+            )
+        dfeat = as_float_array(defects[0], "defects[0]", ndim=4)
+        if dfeat.shape[1:] != tuple(shape[1:]):
+            raise ValueError(
+                f"defects[0] must have shape (M, {shape[1]}, {shape[2]}, {shape[3]}) like "
+                f"features; got {dfeat.shape}"
+            )
+        src = np.asarray(defects[1])
+        if src.dtype.kind not in "iu" or src.shape != (dfeat.shape[0],):
+            raise ValueError(
+                f"defects[1] (sources) must be integers of shape ({dfeat.shape[0]},); got "
+                f"dtype {src.dtype} shape {src.shape}"
+            )
+        src = src.astype(np.int64)
+        if src.min() < 0 or src.max() >= shape[0]:
+            raise ValueError(
+                f"defects[1] (sources) must index the {shape[0]} train images; got values in "
+                f"[{int(src.min())}, {int(src.max())}]"
+            )
+
+        def provider(held: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            rows = np.flatnonzero(np.isin(src, held))
+            return dfeat[rows], src[rows]
+
+        return provider
 
     def _feature_shape(self, extractor: FeatureExtractor) -> tuple[int, int, int]:
         """(h, w, feature_dim) of ``extractor`` at ``crop`` px, from one blank image."""
@@ -885,13 +1114,14 @@ class Detector:
         features : array_like of shape (N, h, w, feature_dim), float32
             Patch features of the train-good images, in fit order (the folds depend on it);
             shape checked as in :meth:`anomaly_maps`. float64 is converted to float32.
-        mode : {"crossfit", "train"} or None
+        mode : {"crossfit", "train", "synthetic"} or None
             ``"train"``: the images against the fitted bank ``bank_`` (same-train, biased
             low; equals :meth:`anomaly_maps`). ``"crossfit"``: ``folds`` seeded folds
-            (:meth:`crossfit_folds`); each fold against a bank built from the other folds'
-            features (``coreset_ratio``, ``projection_dim``, ``seed``); needs N >=
-            ``folds``. None: the configured ``calibration``. Either mode may be asked for,
-            whether or not ``fit`` computed it.
+            (:meth:`crossfit_folds`); each fold against a bank without that fold's images
+            (``crossfit_bank``); needs N >= ``folds``. ``"synthetic"``: its good maps, the
+            cross-fitted ones (its synthetic-defect maps are not returned here). None: the
+            configured ``calibration``. Any mode may be asked for, whether or not ``fit``
+            computed it.
 
         Returns
         -------
@@ -909,7 +1139,9 @@ class Detector:
         """
         st = self.stages()
         p = self.validate_params()
-        m = p["calibration"] if mode is None else check_choice(mode, "mode", CALIBRATION_MODES)
+        m = map_mode(
+            p["calibration"] if mode is None else check_choice(mode, "mode", CALIBRATION_MODES)
+        )
         feats = self._check_features(features, "features")
         n = feats.shape[0]
         if m == "crossfit" and p["folds"] > n:
@@ -973,6 +1205,7 @@ class Detector:
             bank=self.bank_,
             mu=self.mu_,
             sigma=self.sigma_,
+            weights=self.weights_,
             train_phi=dict(self.train_phi_),
             train_max=dict(self.train_max_),
         )
@@ -1056,7 +1289,9 @@ class Detector:
         det.n_train_ = int(state.n_train)
         det.weights_sha256_ = extractor.weights_sha256
         cal = StructCalibrator(det.norm, det.lam, det.threshold_quantile, names=state.components)
-        cal._restore(state.mu, state.sigma, state.lam, state.decision_threshold)
+        cal._restore(
+            state.mu, state.sigma, state.lam, state.decision_threshold, weights=state.weights
+        )
         det._set_calibrator(cal, state.pixel_threshold)
         return det
 
@@ -1083,9 +1318,15 @@ class Detector:
             )
         if not isinstance(det.device, str):
             raise InvalidModelFile(f"config.device must be a string; got {det.device!r:.200}")
-        if p["calibration"] not in state.calibration_modes:
+        if map_mode(p["calibration"]) not in state.calibration_modes:
             raise InvalidModelFile(
                 f"calibration {p['calibration']!r} was not fitted ({list(state.calibration_modes)})"
+            )
+        if (p["calibration"] == "synthetic") != (state.weights is not None):
+            raise InvalidModelFile(
+                "the learned weights must be stored exactly when config.calibration is "
+                f"'synthetic' (calibration {p['calibration']!r}, weights "
+                f"{'present' if state.weights is not None else 'absent'})"
             )
         if tuple(p["components"]) != tuple(state.components):
             raise InvalidModelFile("components disagree with config.descriptor")
@@ -1101,3 +1342,16 @@ def _same(a: object, b: object) -> bool:
         return bool(a == b) and type(a) is type(b)
     except Exception:  # pragma: no cover - exotic values
         return False
+
+
+def _defect_source(item: object, name: str) -> np.ndarray:
+    """One train image as the defect makers take it: (H, W, 3) uint8 when it is 8-bit (an
+    uint8 array, or a float image whose values are exactly k / 255), else float32 in [0, 1]."""
+    rgb8 = isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3
+    if rgb8 and item.shape[2] == 3:  # type: ignore[union-attr]
+        return item  # type: ignore[return-value]
+    x = to_float_rgb(item, name)
+    q = np.rint(x * np.float32(255.0))
+    if np.array_equal(q.astype(np.float32) / np.float32(255.0), x):
+        return q.astype(np.uint8)
+    return x

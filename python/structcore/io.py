@@ -1,7 +1,7 @@
 """Saving and loading fitted detectors: one ``.npz`` file, no pickle, no code execution.
 
-Format ``structcore.detector``, version 2. The file is a NumPy ``.npz`` archive (a ZIP of
-``.npy`` files, written by :func:`numpy.savez`, uncompressed) with these entries:
+Format ``structcore.detector``, version 2 or 3. The file is a NumPy ``.npz`` archive (a ZIP
+of ``.npy`` files, written by :func:`numpy.savez`, uncompressed) with these entries:
 
 =========================  =================  ===============================================
 entry                      dtype, shape       content
@@ -14,22 +14,34 @@ entry                      dtype, shape       content
                                               fitted mode (``crossfit``, ``train``), columns
                                               in ``stored_components`` order
 ``train_max.<mode>``       float64 (N,)       their max scores
+``weights``                float64 (F,)       version 3, ``calibration="synthetic"`` only:
+                                              the learned weights ``a`` of the score
+                                              ``max + sum_j a_j (phi_j - mu_j) / sigma_j``
 =========================  =================  ===============================================
 
-The JSON metadata holds: ``format`` (``"structcore.detector"``), ``version`` (2),
+Version 3 is version 2 plus the ``weights`` entry; :func:`write_state` writes version 3 only
+for a model that has weights (``calibration="synthetic"``) and version 2 otherwise, so that
+readers of version 2 (older structcore, older C++ ``Scorer`` builds) still read every model
+that does not need the learned score, and refuse the ones that do instead of scoring them
+with ``max + lambda * D``. A file holds ``weights`` exactly when its ``calibration`` is
+``"synthetic"`` (whose maps are the ``crossfit`` ones: ``calibration_modes`` must hold it),
+and only in version 3; the entry must be finite, one value per configured component.
+
+The JSON metadata holds: ``format`` (``"structcore.detector"``), ``version`` (2 or 3),
 ``structcore_version``, ``config`` (every constructor parameter of the detector),
 ``backbone``, ``layers``, ``weights_sha256`` (see
 :attr:`structcore.features.FeatureExtractor.weights_sha256`), ``feature_dim``,
 ``feature_grid`` ([h, w]), ``components`` (configured descriptor), ``stored_components``,
-``calibration`` (the configured mode), ``calibration_modes`` (the fitted ones),
-``fitted`` (``lambda``, ``decision_threshold``, ``pixel_threshold``, ``pixel_thresholds``
-per mode, ``n_train``), ``arrays`` (name -> ``{"dtype": "<f4", "shape": [...]}`` for every
-array entry) and ``checksum``: SHA-256 over the whole payload (:func:`seal_metadata`):
-first the stored metadata bytes with the checksum's 64 hex digits (which occur exactly once)
-replaced by ``0`` characters, then ``"\\n"``, then the arrays in sorted name order, each
-contributing ``name``, ``"|"``, dtype string, ``"|"``, comma-separated shape, ``"|"``, then
-its C-order bytes (little-endian). Version 1 files (the
-same layout, with a checksum over the arrays only, :func:`array_checksum`) are still read.
+``calibration`` (the configured mode), ``calibration_modes`` (the fitted maps: ``crossfit``,
+``train``), ``fitted`` (``lambda``: 0 for ``"synthetic"``, ``decision_threshold``,
+``pixel_threshold``, ``pixel_thresholds`` per mode, ``n_train``), ``arrays`` (name ->
+``{"dtype": "<f4", "shape": [...]}`` for every array entry) and ``checksum``: SHA-256 over
+the whole payload (:func:`seal_metadata`): first the stored metadata bytes with the
+checksum's 64 hex digits (which occur exactly once) replaced by ``0`` characters, then
+``"\\n"``, then the arrays in sorted name order, each contributing ``name``, ``"|"``, dtype
+string, ``"|"``, comma-separated shape, ``"|"``, then its C-order bytes (little-endian).
+Version 1 files (the same layout, with a checksum over the arrays only,
+:func:`array_checksum`) are still read.
 Floats in JSON are written with Python's shortest round-trip representation, so they load
 bit-exactly; NaN and infinities are refused on both sides.
 
@@ -64,9 +76,10 @@ from typing import IO, Any
 
 import numpy as np
 
-from .calibration import CALIBRATION_MODES
+from .calibration import MAP_MODES, map_mode
 
 __all__ = [
+    "BASE_VERSION",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MAX_ENTRIES",
@@ -84,10 +97,13 @@ __all__ = [
 ]
 
 FORMAT_NAME = "structcore.detector"
-#: Version written by :func:`write_state`.
-FORMAT_VERSION = 2
-#: Versions :func:`read_state` reads (1: checksum over the arrays only).
-READABLE_VERSIONS = (1, 2)
+#: Newest version, written by :func:`write_state` for models with learned weights (others are
+#: written as :data:`BASE_VERSION`).
+FORMAT_VERSION = 3
+#: Version written for models without learned weights (what older readers read).
+BASE_VERSION = 2
+#: Versions :func:`read_state` reads (1: checksum over the arrays only; 3: ``weights``).
+READABLE_VERSIONS = (1, 2, 3)
 #: Largest total size of the array entries, in bytes (8 GiB).
 MAX_FILE_BYTES = 2**33
 #: Largest metadata entry, in bytes (16 MiB).
@@ -189,12 +205,14 @@ def write_state(state: DetectorState, path: str | os.PathLike[str]) -> None:
     for mode in state.calibration_modes:
         arrays[f"train_phi.{mode}"] = np.asarray(state.train_phi[mode], dtype=np.float64)
         arrays[f"train_max.{mode}"] = np.asarray(state.train_max[mode], dtype=np.float64)
+    if state.weights is not None:
+        arrays["weights"] = np.asarray(state.weights, dtype=np.float64)
     config = {k: _jsonable(v) for k, v in state.config.items()}
     if "device" in config:
         config["device"] = str(config["device"])
     meta: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSION if state.weights is not None else BASE_VERSION,
         "structcore_version": __version__,
         "config": config,
         "backbone": config.get("backbone"),
@@ -485,6 +503,8 @@ class DetectorState:
     pixel_thresholds : dict of str to float
     bank : ndarray of shape (n_bank, feature_dim), float32
     mu, sigma : ndarray of shape (len(components),), float64
+    weights : ndarray of shape (len(components),), float64, or None
+        The learned weights of ``calibration="synthetic"`` (None for the hybrid score).
     train_phi : dict of str to ndarray of shape (n_train, len(stored_components)), float64
     train_max : dict of str to ndarray of shape (n_train,), float64
     structcore_version : str
@@ -511,6 +531,7 @@ class DetectorState:
     train_phi: dict[str, np.ndarray] = field(repr=False)
     train_max: dict[str, np.ndarray] = field(repr=False)
     structcore_version: str = ""
+    weights: np.ndarray | None = field(default=None, repr=False)
 
 
 def _str_list(value: object, what: str, *, nonempty: bool = True) -> list[str]:
@@ -548,8 +569,8 @@ def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> DetectorState
     comps = tuple(_str_list(meta.get("components"), "components"))
     stored = tuple(_str_list(meta.get("stored_components"), "stored_components"))
     modes = tuple(_str_list(meta.get("calibration_modes"), "calibration_modes"))
-    if not set(modes) <= set(CALIBRATION_MODES) or len(set(modes)) != len(modes):
-        raise _Bad(f"calibration_modes {list(modes)} must be distinct of {CALIBRATION_MODES}")
+    if not set(modes) <= set(MAP_MODES) or len(set(modes)) != len(modes):
+        raise _Bad(f"calibration_modes {list(modes)} must be distinct of {MAP_MODES}")
     if not set(comps) <= set(stored):
         raise _Bad("components must be among stored_components")
     grid_v = meta.get("feature_grid")
@@ -570,6 +591,7 @@ def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> DetectorState
     calibration = meta.get("calibration")
     if not isinstance(calibration, str):
         calibration = config.get("calibration")
+    weights = _weights(arrays.get("weights"), meta["version"], calibration, modes, len(comps))
 
     bank = arrays.get("bank")
     mu, sigma = arrays.get("mu"), arrays.get("sigma")
@@ -621,7 +643,34 @@ def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> DetectorState
         train_phi={m: arrays[f"train_phi.{m}"] for m in modes},
         train_max={m: arrays[f"train_max.{m}"] for m in modes},
         structcore_version=version if isinstance(version, str) else "",
+        weights=weights,
     )
+
+
+def _weights(
+    arr: np.ndarray | None, version: int, calibration: object, modes: tuple[str, ...], f: int
+) -> np.ndarray | None:
+    """The ``weights`` entry, checked: present exactly for ``"synthetic"``, version 3 only,
+    float64 of shape (F,), finite."""
+    synthetic = calibration == "synthetic"
+    if synthetic and map_mode("synthetic") not in modes:
+        raise _Bad("calibration 'synthetic' needs the crossfit calibration arrays")
+    if arr is None:
+        if synthetic:
+            raise _Bad("calibration 'synthetic' needs the 'weights' entry (learned weights)")
+        return None
+    if not synthetic:
+        raise _Bad(f"a 'weights' entry with calibration {calibration!r} (only 'synthetic')")
+    if version < FORMAT_VERSION:
+        raise _Bad(f"a 'weights' entry in a version {version} file (version 3 introduced it)")
+    if arr.dtype != np.float64 or arr.shape != (f,):
+        raise _Bad(
+            f"arrays inconsistent with the metadata (weights: dtype {arr.dtype.str} shape "
+            f"{list(arr.shape)}, expected <f8 [{f}], one value per component)"
+        )
+    if not np.isfinite(arr).all():
+        raise _Bad("the weights hold NaN or Inf values")
+    return arr
 
 
 def read_state(source: str | os.PathLike[str] | bytes) -> DetectorState:
