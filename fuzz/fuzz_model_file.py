@@ -7,14 +7,16 @@ Every input is a candidate model file. The first byte picks the mode:
 
 * even: the remaining bytes are the file (raw mutation of ZIP / .npy / JSON bytes);
 * odd: a structure-aware mutation of a valid file: one metadata field or one array entry of
-  the seed is replaced by fuzzed data and the file is re-packed with a valid checksum, so the
+  a seed (the plain model, or the ``calibration="synthetic"`` one with its ``weights``
+  entry) is replaced by fuzzed data and the file is re-packed with a valid checksum, so the
   checks behind the checksum (types, shapes, consistency) are reached.
 
 The reader (``structcore.io.read_model_file``) and the metadata checks that
 ``Detector.load`` runs before building the backbone must either accept the file or raise
 exactly ``ValueError``; anything else (another exception type, a crash, a hang) is a finding.
-The seed corpus (a fitted 8-dim detector saved as version 2, deflated, and as version 1) is
-generated at start into a temporary folder unless a corpus folder is given.
+The seed corpus (a fitted 8-dim detector saved as version 2, deflated, and as version 1; the
+same detector with ``calibration="synthetic"``, version 3) is generated at start into a
+temporary folder unless a corpus folder is given.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 import zipfile
 
 import atheris
@@ -67,19 +70,26 @@ def _seal(meta: dict, arrays: dict[str, np.ndarray]) -> dict | bytes:
         return meta
 
 
-def make_seeds() -> list[bytes]:
-    rng = np.random.default_rng(0)
-    det = Detector(
-        backbone="resnet18", weights=None, dim=8, resize=32, crop=32, folds=2, seed=0
-    ).fit(rng.integers(90, 160, size=(4, 36, 36, 3), dtype=np.uint8))
+def _saved(det: Detector) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "m.npz")
         det.save(path)
         with open(path, "rb") as fh:
-            plain = fh.read()
+            return fh.read()
+
+
+def make_seeds() -> list[bytes]:
+    """[plain version 2, deflated, version 1, calibration="synthetic" version 3]."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(90, 160, size=(4, 36, 36, 3), dtype=np.uint8)
+    params = dict(backbone="resnet18", weights=None, dim=8, resize=32, crop=32, folds=2, seed=0)
+    plain = _saved(Detector(**params).fit(images))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a tiny learned fit may fall back to max pooling
+        learned = _saved(Detector(**params, calibration="synthetic").fit(images))
     meta, arrays = sio.read_model_file(plain)
     v1 = dict(meta, version=1, checksum=sio.array_checksum(arrays))
-    return [plain, _pack(_seal(meta, arrays), arrays, deflate=True), _pack(v1, arrays)]
+    return [plain, _pack(_seal(meta, arrays), arrays, deflate=True), _pack(v1, arrays), learned]
 
 
 def _fuzz_value(fdp: atheris.FuzzedDataProvider) -> object:
@@ -110,7 +120,7 @@ def _fuzz_array(fdp: atheris.FuzzedDataProvider) -> np.ndarray:
 
 
 def structured(fdp: atheris.FuzzedDataProvider) -> bytes:
-    meta, arrays = sio.read_model_file(SEEDS[0])
+    meta, arrays = sio.read_model_file(SEEDS[0] if fdp.ConsumeBool() else SEEDS[3])
     if fdp.ConsumeBool():
         sections = [meta, meta["config"], meta["fitted"]]
         target = sections[fdp.ConsumeIntInRange(0, 2)]

@@ -11,7 +11,7 @@ import torch
 
 from structcore import Detector
 from structcore.detector import NotFittedError
-from structcore.io import FORMAT_NAME, FORMAT_VERSION, seal_metadata
+from structcore.io import BASE_VERSION, FORMAT_NAME, seal_metadata
 
 SMALL = dict(backbone="resnet18", weights=None, dim=32, resize=48, crop=48, folds=3, seed=0)
 
@@ -75,7 +75,7 @@ def test_file_layout_is_plain_npz(fitted: Detector, saved) -> None:
     with np.load(saved, allow_pickle=False) as npz:
         meta = json.loads(npz["metadata"].tobytes().decode("utf-8"))
         np.testing.assert_array_equal(npz["bank"], fitted.bank_)
-    assert meta["format"] == FORMAT_NAME and meta["version"] == FORMAT_VERSION
+    assert meta["format"] == FORMAT_NAME and meta["version"] == BASE_VERSION  # no weights
     assert meta["backbone"] == "resnet18" and meta["layers"] == ["layer2", "layer3"]
     assert meta["weights_sha256"] == fitted.extractor_.weights_sha256
     assert meta["config"]["descriptor"] == "extended" and meta["config"]["reweight"] is True

@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 import structcore
 from structcore import Detector
 from structcore import io as sio
+from structcore.calibration import CalibrationWarning
 from structcore.io import array_checksum, read_model_file, seal_metadata
 
 SMALL = dict(backbone="resnet18", weights=None, dim=8, resize=32, crop=32, folds=2, seed=0)
@@ -176,7 +178,7 @@ def test_version_1_files_are_read(model_bytes: bytes, tmp_path: Path) -> None:
     assert got["version"] == 1
     meta["fitted"]["lambda"] = 0.5  # version 1 did not cover the metadata
     read_model_file(_pack(meta, arrays, fix=False))
-    for v in (0, 3, "2", 2.0, None, True):
+    for v in (0, 4, "2", 2.0, None, True):
         meta["version"] = v
         _expect_bad(_pack(meta, arrays), "version")
 
@@ -236,6 +238,63 @@ def test_inconsistent_files_with_valid_checksums(
     with pytest.raises(ValueError, match=match) as info:
         _load(data, tmp_path)
     assert type(info.value) is ValueError and BAD in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def synthetic_bytes(tmp_path_factory) -> bytes:
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)  # a tiny learned fit may fall back
+        det = Detector(**SMALL, calibration="synthetic").fit(
+            rng.integers(90, 160, size=(4, 36, 36, 3), dtype=np.uint8)
+        )
+    path = tmp_path_factory.mktemp("synthetic") / "m.npz"
+    det.save(path)
+    return path.read_bytes()
+
+
+def _drop_weights(m: dict, a: dict) -> None:
+    a.pop("weights")
+
+
+def _synthetic_without_crossfit(m: dict, a: dict) -> None:
+    m["calibration_modes"] = ["train"]
+    m["fitted"]["pixel_thresholds"].pop("crossfit")
+    a.pop("train_phi.crossfit")
+    a.pop("train_max.crossfit")
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (_drop_weights, "needs the 'weights' entry"),
+        (lambda m, a: a.update(weights=a["weights"][:-1]), "weights: dtype <f8 shape"),
+        (lambda m, a: a.update(weights=a["weights"].astype(np.float32)), "weights: dtype <f4"),
+        (lambda m, a: a.update(weights=np.full_like(a["weights"], np.inf)), "NaN or Inf"),
+        (lambda m, a: m.update(version=2), "version 3 introduced it"),
+        (lambda m, a: m.update(calibration="train"), "only 'synthetic'"),
+        (_synthetic_without_crossfit, "needs the crossfit calibration arrays"),
+        # config and metadata disagree: the detector's own check
+        (lambda m, a: m["config"].update(calibration="train"), "weights must be stored"),
+    ],
+)
+def test_bad_weights_entries(synthetic_bytes: bytes, tmp_path: Path, change, match: str) -> None:
+    meta, arrays = _entries(synthetic_bytes)
+    assert meta["version"] == 3 and arrays["weights"].shape == (3,)
+    _load(_pack(meta, arrays), tmp_path)  # the repacked file loads
+    change(meta, arrays)
+    with pytest.raises(ValueError, match=match) as info:
+        _load(_pack(meta, arrays), tmp_path)
+    assert type(info.value) is ValueError and BAD in str(info.value)
+
+
+def test_weights_in_a_hybrid_model_are_refused(model_bytes: bytes, tmp_path: Path) -> None:
+    meta, arrays = _entries(model_bytes)
+    meta["version"] = 3  # a version 3 file without weights is valid
+    _load(_pack(meta, arrays), tmp_path)
+    arrays["weights"] = np.zeros(len(meta["components"]))
+    with pytest.raises(ValueError, match="only 'synthetic'"):
+        _load(_pack(meta, arrays), tmp_path)
 
 
 def test_json_attacks(model_bytes: bytes) -> None:

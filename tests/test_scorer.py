@@ -9,6 +9,7 @@ import io
 import json
 import struct
 import threading
+import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from structcore import _core
+from structcore.calibration import CalibrationWarning
 from structcore.detector import Detector
 from structcore.images import preprocess
 from structcore.io import array_checksum, seal_metadata
@@ -46,6 +48,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "crop": 40,
         "resize": 48,
     },
+    # the learned score max + a . z (weights in the file, format version 3)
+    "synthetic": {
+        "calibration": "synthetic",
+        "descriptor": ["std", "top_mean", "tv", "q95", "cc_count"],
+    },
 }
 
 
@@ -71,7 +78,9 @@ def fitted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Detector
             "coreset_ratio": 0.25,
         }
         params.update(extra)
-        det = Detector(**params).fit(_images(0, 8))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalibrationWarning)  # a learned fit may fall back
+            det = Detector(**params).fit(_images(0, 8))
         path = folder / f"{name}.npz"
         det.save(path)
         out[name] = (det, path)
@@ -127,6 +136,21 @@ def test_info_matches_detector(fitted: dict[str, tuple[Detector, Path]]) -> None
     assert info["reweight"] is True and info["k"] == 2 and info["crop"] == 40
     assert info["weights_sha256"] == det.weights_sha256_
     assert json.loads(info["metadata_json"])["format"] == "structcore.detector"
+    assert info["weights"] == [] and info["format_version"] == 2
+
+
+def test_synthetic_model_carries_its_weights(fitted: dict[str, tuple[Detector, Path]]) -> None:
+    det, path = fitted["synthetic"]
+    info = Scorer(path).info
+    assert info["calibration"] == "synthetic" and info["format_version"] == 3
+    assert info["weights"] == det.weights_.tolist() and info["lambda"] == 0.0
+    assert np.any(det.weights_ != 0)  # the parity test exercises the learned term
+    # score = max + sum_j a_j z_j, the same sum as Python's, bit for bit
+    got = Scorer(path).score_features(_features(det, _images(5, 3)))
+    want = np.zeros(len(got.score))
+    for j in range(got.z.shape[1]):
+        want = want + det.weights_[j] * got.z[:, j]
+    np.testing.assert_array_equal(got.score, got.score_max + want)
 
 
 def test_from_bytes_and_single_image(fitted: dict[str, tuple[Detector, Path]]) -> None:
@@ -299,7 +323,7 @@ def _edit(meta: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 _DELETE = object()
 
 META_CASES = [
-    ("version", 3, "format version 3 is not supported"),
+    ("version", 4, "format version 4 is not supported"),
     ("version", "1", "format version not a number"),
     ("version", _DELETE, "format version missing"),
     ("format", "other.format", "format is 'other.format'"),
@@ -380,6 +404,38 @@ def test_bad_arrays(model: Model) -> None:
     wrong_decl = json.loads(json.dumps(meta))
     wrong_decl["arrays"]["bank"]["shape"] = [1, 1]
     assert "does not declare" in _load_error(_pack(wrong_decl, arrays, fix=False))
+
+
+@pytest.fixture(scope="module")
+def syn_model(fitted: dict[str, tuple[Detector, Path]]) -> Model:
+    _, path = fitted["synthetic"]
+    meta, arrays = _raw(path)
+    return path.read_bytes(), meta, arrays
+
+
+def test_bad_weights(model: Model, syn_model: Model) -> None:
+    _, meta, arrays = syn_model
+    w = arrays["weights"]
+    assert Scorer.from_bytes(_pack(meta, arrays)).info["weights"] == w.tolist()
+    no_w = {k: v for k, v in arrays.items() if k != "weights"}
+    cases: list[tuple[dict[str, Any], dict[str, np.ndarray], str]] = [
+        (meta, no_w, "needs the 'weights' entry"),
+        (meta, dict(arrays, weights=w[:-1]), "weights: dtype <f8 shape [4]"),
+        (meta, dict(arrays, weights=w.astype(np.float32)), "weights: dtype <f4"),
+        (meta, dict(arrays, weights=w.reshape(1, -1)), "weights"),
+        (meta, dict(arrays, weights=np.full_like(w, np.nan)), "weights hold NaN or Inf"),
+        (_edit(meta, "version", 2), arrays, "version 2 file (version 3 introduced it)"),
+        (_edit(meta, "config.calibration", "crossfit"), arrays, "only 'synthetic'"),
+    ]
+    only_train = _edit(meta, "calibration_modes", ["train"])
+    cases.append((only_train, arrays, "components/modes"))
+    for m, a, expected in cases:
+        msg = _load_error(_pack(m, a))
+        assert expected in msg, (expected, msg)
+    # a hybrid model with weights added (and the version raised) is refused too
+    _, pmeta, parrays = model
+    msg = _load_error(_pack(_edit(pmeta, "version", 3), dict(parrays, weights=np.zeros(3))))
+    assert "only 'synthetic'" in msg
 
 
 def _zip_bytes(entries: dict[str, bytes]) -> bytes:
@@ -513,6 +569,7 @@ def capi() -> ctypes.CDLL:
     lib.structcore_scorer_input_shape.argtypes = [p, *[ctypes.POINTER(i64)] * 3]
     lib.structcore_scorer_output_shape.argtypes = [p, *[ctypes.POINTER(i64)] * 4]
     lib.structcore_scorer_thresholds.argtypes = [p, *[ctypes.POINTER(dbl)] * 3]
+    lib.structcore_scorer_weights.argtypes = [p, p, i64, ctypes.POINTER(i64)]
     lib.structcore_scorer_metadata.argtypes = [
         p,
         ctypes.c_char_p,
@@ -564,7 +621,7 @@ def _shape_of(capi: ctypes.CDLL, handle: ctypes.c_void_p, fn: str, n: int) -> li
 
 def test_c_abi_parity(capi: ctypes.CDLL, fitted: dict[str, tuple[Detector, Path]]) -> None:
     det, path = fitted["reweight_quantiles"]
-    assert capi.structcore_abi_version() == _core.c_abi_version() == 1
+    assert capi.structcore_abi_version() == _core.c_abi_version() == 2
     assert capi.structcore_version().decode() == _core.version()
     handle = ctypes.c_void_p()
     assert capi.structcore_scorer_create(str(path).encode(), ctypes.byref(handle)) == 0
@@ -620,6 +677,37 @@ def test_c_abi_parity(capi: ctypes.CDLL, fitted: dict[str, tuple[Detector, Path]
     finally:
         capi.structcore_scorer_destroy(handle)
     capi.structcore_scorer_destroy(None)
+
+
+def test_c_abi_weights(capi: ctypes.CDLL, fitted: dict[str, tuple[Detector, Path]]) -> None:
+    for name, want in (("synthetic", fitted["synthetic"][0].weights_), ("paper", np.zeros(0))):
+        handle = ctypes.c_void_p()
+        path = fitted[name][1]
+        assert capi.structcore_scorer_create(str(path).encode(), ctypes.byref(handle)) == 0
+        try:
+            n = ctypes.c_int64(-1)
+            assert capi.structcore_scorer_weights(handle, None, 0, ctypes.byref(n)) == (
+                -5 if want.size else 0
+            )
+            assert n.value == want.size
+            buf = np.full(max(want.size, 1), np.nan)
+            assert capi.structcore_scorer_weights(handle, _ptr(buf), buf.size, ctypes.byref(n)) == 0
+            np.testing.assert_array_equal(buf[: want.size], want)
+            assert capi.structcore_scorer_weights(handle, None, 0, None) == -1
+            assert b"n_weights must not be NULL" in capi.structcore_last_error()
+            assert capi.structcore_scorer_weights(handle, None, -1, ctypes.byref(n)) == -1
+            assert capi.structcore_scorer_weights(None, None, 0, ctypes.byref(n)) == -1
+            thr, lam = ctypes.c_double(), ctypes.c_double()
+            assert (
+                capi.structcore_scorer_thresholds(
+                    handle, ctypes.byref(thr), None, ctypes.byref(lam)
+                )
+                == 0
+            )
+            assert thr.value == fitted[name][0].decision_threshold_
+            assert lam.value == fitted[name][0].lambda_
+        finally:
+            capi.structcore_scorer_destroy(handle)
 
 
 def test_c_abi_errors(capi: ctypes.CDLL, model: Model, tmp_path: Path) -> None:

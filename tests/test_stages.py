@@ -172,6 +172,37 @@ def test_crossfit_maps_never_score_an_image_with_its_own_bank() -> None:
         crossfit_maps(f, folds=3, seed=0, k=999, batch_size=2, build=build, score=score)
 
 
+def test_crossfit_on_bank_gets_each_fold_bank_without_the_held_images() -> None:
+    # calibration="synthetic" scores the defects of the held images with this bank
+    f = _feats(n=6, seed=5)
+    calls: list[tuple[np.ndarray, MemoryBank]] = []
+
+    def build(held: np.ndarray) -> MemoryBank:
+        rest = np.setdiff1d(np.arange(6), held)
+        return MemoryBank(f[rest].reshape(-1, 8).copy())
+
+    def score(x: np.ndarray, bank: MemoryBank) -> tuple[np.ndarray, np.ndarray]:
+        s, _ = bank.search(x, 1)
+        m = AnomalyMapper(8, 0.0)(s)
+        return m, AnomalyMapper.max_scores(m)
+
+    crossfit_maps(
+        f,
+        folds=3,
+        seed=0,
+        k=1,
+        batch_size=2,
+        build=build,
+        score=score,
+        on_bank=lambda held, bank: calls.append((held, bank)),
+    )
+    assert sorted(np.concatenate([h for h, _ in calls]).tolist()) == list(range(6))
+    for held, bank in calls:
+        rows = {tuple(v) for v in bank.vectors.tolist()}
+        mine = {tuple(v) for v in f[held].reshape(-1, 8).tolist()}
+        assert not (rows & mine)
+
+
 # ------------------------------------------------------------------- composition = predict
 
 

@@ -64,6 +64,7 @@ void bind_scorer(py::module_& m) {
                                d["mu"] = mi.mu;
                                d["sigma_phi"] = mi.sigma_phi;
                                d["lambda"] = mi.lambda;
+                               d["weights"] = mi.weights;
                                d["decision_threshold"] = mi.decision_threshold;
                                d["pixel_threshold"] = mi.pixel_threshold;
                                d["top_ratio"] = mi.top_ratio;

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "structcore/npy.hpp"
 #include "structcore/scorer.hpp"
@@ -116,6 +117,29 @@ int structcore_scorer_thresholds(const structcore_scorer* scorer, double* decisi
     if (pixel_threshold) *pixel_threshold = mi.pixel_threshold;
     if (lambda) *lambda = mi.lambda;
   });
+}
+
+int structcore_scorer_weights(const structcore_scorer* scorer, double* weights,
+                              int64_t capacity, int64_t* n_weights) {
+  int status = STRUCTCORE_OK;
+  const int rc = guarded([&] {
+    need(scorer, "scorer");
+    need(n_weights, "n_weights");
+    if (capacity < 0) throw std::invalid_argument("capacity must be >= 0");
+    if (weights == nullptr && capacity > 0)
+      throw std::invalid_argument("weights is NULL but capacity > 0");
+    const std::vector<double>& w = scorer->scorer.info().weights;
+    *n_weights = static_cast<int64_t>(w.size());
+    if (capacity < *n_weights) {
+      status = STRUCTCORE_ERR_BUFFER_TOO_SMALL;
+      return;
+    }
+    if (!w.empty()) std::memcpy(weights, w.data(), sizeof(double) * w.size());
+  });
+  if (rc != STRUCTCORE_OK) return rc;
+  if (status != STRUCTCORE_OK)
+    return fail(status, "buffer too small for the weights: pass *n_weights doubles");
+  return STRUCTCORE_OK;
 }
 
 int structcore_scorer_metadata(const structcore_scorer* scorer, char* buffer,

@@ -30,10 +30,13 @@ const char* version() noexcept { return STRUCTCORE_VERSION; }
 namespace {
 
 constexpr const char* kFormatName = "structcore.detector";
-// Versions read: 1 (checksum over the arrays) and 2 (checksum over the stored metadata bytes,
-// its own 64 hex digits replaced by '0', then "\n", then the arrays), as python/structcore/io.py.
+// Versions read: 1 (checksum over the arrays), 2 (checksum over the stored metadata bytes,
+// its own 64 hex digits replaced by '0', then "\n", then the arrays) and 3 (2 plus the
+// 'weights' entry of calibration="synthetic"), as python/structcore/io.py.
 constexpr int kFormatVersionMin = 1;
-constexpr int kFormatVersion = 2;
+constexpr int kFormatVersion = 3;
+/// The first version that may hold the 'weights' entry.
+constexpr int kWeightsVersion = 3;
 /// Detector.predict uses describe()'s defaults for these two.
 constexpr double kTopRatio = 0.01;
 constexpr int kConnectivity = 8;
@@ -237,7 +240,7 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
            ", expected '" + kFormatName + "'");
   const detail::Json* ver = meta.find("version");
   if (ver == nullptr || ver->type != detail::Json::Type::Number ||
-      !(ver->number == kFormatVersionMin || ver->number == kFormatVersion)) {
+      !(ver->number == 1 || ver->number == 2 || ver->number == kFormatVersion)) {
     std::string got = "missing";
     if (ver != nullptr && ver->type == detail::Json::Type::Number) {
       char buf[64];
@@ -247,7 +250,7 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
       got = "not a number";
     }
     rd.bad("format version " + got + " is not supported by this structcore (reads versions " +
-           std::to_string(kFormatVersionMin) + " and " + std::to_string(kFormatVersion) + ")");
+           std::to_string(kFormatVersionMin) + " to " + std::to_string(kFormatVersion) + ")");
   }
 
   // 3. Array entries against the metadata, then the checksum.
@@ -285,7 +288,7 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
         sum != nullptr && sum->type == detail::Json::Type::String && sum->string.size() == 64 &&
         sum->string.find_first_not_of("0123456789abcdef") == std::string::npos;
     detail::Sha256 h;
-    if (version == 2) {
+    if (version >= 2) {
       // The digits must occur exactly once (quoted) in the stored bytes; hash them zeroed.
       const std::string quoted = well_formed ? "\"" + sum->string + "\"" : std::string();
       const std::size_t at = well_formed ? text.find(quoted) : std::string::npos;
@@ -348,7 +351,10 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
     state->descriptor.codes.push_back(code);
     state->descriptor.quantiles.push_back(q);
   }
-  if (std::find(modes.begin(), modes.end(), mi.calibration) == modes.end())
+  // calibration="synthetic" is fitted on the cross-fitted maps (calibration.map_mode).
+  const bool synthetic = mi.calibration == "synthetic";
+  const std::string map_mode = synthetic ? std::string("crossfit") : mi.calibration;
+  if (std::find(modes.begin(), modes.end(), map_mode) == modes.end())
     rd.bad("arrays inconsistent with the metadata (components/modes)");
 
   const detail::Json& fitted = rd.member(meta, "fitted", "");
@@ -400,6 +406,24 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
   for (std::size_t i = 0; i < mi.mu.size(); ++i)
     if (!std::isfinite(mi.mu[i]) || !(mi.sigma_phi[i] > 0.0))
       rd.bad("arrays inconsistent with the metadata (sigma must be > 0)");
+  // The learned weights: present exactly for calibration "synthetic", version 3 only.
+  auto w_it = arrays.find("weights");
+  if (w_it == arrays.end()) {
+    if (synthetic) rd.bad("calibration 'synthetic' needs the 'weights' entry (learned weights)");
+  } else {
+    if (!synthetic)
+      rd.bad("a 'weights' entry with calibration '" + mi.calibration + "' (only 'synthetic')");
+    if (mi.format_version < kWeightsVersion)
+      rd.bad("a 'weights' entry in a version " + std::to_string(mi.format_version) +
+             " file (version 3 introduced it)");
+    if (w_it->second.descr != "<f8" || w_it->second.shape != std::vector<std::int64_t>{n_comp})
+      rd.bad("arrays inconsistent with the metadata (weights: dtype " + w_it->second.descr +
+             " shape " + shape_str(w_it->second.shape) + ", expected <f8 [" +
+             std::to_string(n_comp) + "], one value per component)");
+    mi.weights = w_it->second.to_float64();
+    for (double v : mi.weights)
+      if (!std::isfinite(v)) rd.bad("the weights hold NaN or Inf values");
+  }
   for (const auto& mode : modes) {
     auto phi = arrays.find("train_phi." + mode);
     auto mx = arrays.find("train_max." + mode);
@@ -421,6 +445,7 @@ Scorer Scorer::from_memory(const void* data, std::size_t size, const std::string
   state->calibrator.sigma = mi.sigma_phi;
   state->calibrator.norm = mi.norm;
   state->calibrator.lambda = mi.lambda;
+  state->calibrator.weights = mi.weights;
   state->calibrator.decision_threshold = mi.decision_threshold;
   return Scorer(std::move(state));
 }

@@ -8,6 +8,7 @@
 //   maps.AnomalyMapper (+ max_scores)      stages::AnomalyMapper::map / max_scores
 //   descriptor.Descriptor                  stages::Descriptor::describe   phi(S)
 //   calibration.StructCalibrator.transform stages::StructCalibrator::transform   z, D, score
+//     (+ learned_calibration.linear_score: the weights of calibration="synthetic")
 //
 // Each stage computes exactly what its Python twin computes, in the same floating-point order
 // (NumPy's pairwise summation for float sums), so Scorer's outputs equal Detector.predict's
@@ -151,11 +152,15 @@ struct Descriptor {
 };
 
 /// Stage 5 (structcore.calibration.StructCalibrator): z = (phi - mu) / sigma, D = ||z||,
-/// score = score_max + lambda * D, decision = score > decision_threshold.
+/// score = score_max + lambda * D, decision = score > decision_threshold. A model calibrated
+/// with calibration="synthetic" has learned weights a instead of lambda:
+/// score = score_max + sum_j a_j * z_j (structcore.learned_calibration.linear_score: the sum
+/// starts at 0 and adds a_j * z_j in index order, then score_max is added).
 struct StructCalibrator {
   std::vector<double> mu, sigma;  ///< per component (sigma floored, > 0)
   std::string norm = "l2";        ///< "l2" or "linf"
   double lambda = 0.0;
+  std::vector<double> weights;    ///< learned weights, one per component; empty: lambda * D
   double decision_threshold = 0.0;
 
   /// One image: phi and z hold size() values; returns D and writes score/decision.
@@ -171,7 +176,13 @@ struct StructCalibrator {
     } else {
       for (std::int64_t j = 0; j < F; ++j) d = std::max(d, std::fabs(z[j]));
     }
-    *score = score_max + lambda * d;
+    if (weights.empty()) {
+      *score = score_max + lambda * d;
+    } else {
+      double lin = 0.0;
+      for (std::int64_t j = 0; j < F; ++j) lin += weights[j] * z[j];
+      *score = score_max + lin;
+    }
     *decision = *score > decision_threshold;
     return d;
   }

@@ -1,7 +1,7 @@
 // structcore/scorer.hpp — score patch features with a model saved by Python's Detector.save.
 //
 // A structcore::Scorer is the inference half of structcore.Detector in C++: it reads the
-// model file (format "structcore.detector" version 1; docs/CPP.md and structcore/io.py give
+// model file (format "structcore.detector" versions 1 to 3; docs/CPP.md and structcore/io.py give
 // the byte layout) and turns patch features, the backbone's output grid, into the same
 // numbers as Detector.predict (METHOD.md §2 and §3):
 //
@@ -12,7 +12,9 @@
 //     --> descriptor phi(S) (the model's components, top_ratio 0.01, pixel threshold t,
 //         8-connectivity)
 //     --> z = (phi - mu) / sigma, D = ||z||_2 or ||z||_inf (the model's norm)
-//     --> score = score_max + lambda * D,  is_anomalous = score > decision_threshold.
+//     --> score = score_max + lambda * D         (calibration "crossfit" / "train")
+//         score = score_max + sum_j a_j * z_j   (calibration "synthetic": learned weights a)
+//     --> is_anomalous = score > decision_threshold.
 //
 // The feature extractor (the backbone) is not part of the model file: run it elsewhere (the
 // ONNX / TorchScript export of structcore.export, or your own inference engine) on images
@@ -47,7 +49,7 @@ const char* version() noexcept;
 /// What a model file says about itself (read-only after loading).
 struct ModelInfo {
   std::string format;               ///< "structcore.detector"
-  int format_version = 0;           ///< 1 or 2
+  int format_version = 0;           ///< 1, 2 or 3
   std::string structcore_version;   ///< version of the Python package that saved it
   std::string backbone;             ///< e.g. "wide_resnet50_2", "mobilenet_v2"
   std::vector<std::string> layers;  ///< backbone layers, shallowest first
@@ -63,10 +65,11 @@ struct ModelInfo {
   bool reweight = false;            ///< PatchCore's density reweighting of score_max
   std::vector<std::string> components;  ///< descriptor components, in column order
   std::string norm;                 ///< "l2" or "linf"
-  std::string calibration;          ///< calibration mode ("crossfit" or "train")
+  std::string calibration;          ///< calibration mode ("crossfit", "train" or "synthetic")
   std::vector<double> mu;           ///< calibration mean, one per component
   std::vector<double> sigma_phi;    ///< calibration std (floored, > 0), one per component
-  double lambda = 0.0;              ///< weight of D in the score
+  double lambda = 0.0;              ///< weight of D in the score (0 for "synthetic")
+  std::vector<double> weights;      ///< "synthetic": learned weight a_j of each z_j; else empty
   double decision_threshold = 0.0;  ///< is_anomalous = score > decision_threshold
   double pixel_threshold = 0.0;     ///< t of the thresholded descriptor components
   double top_ratio = 0.01;          ///< top_mean's fraction of pixels
@@ -81,7 +84,7 @@ struct ScoreBuffers {
   float* maps = nullptr;             ///< B * crop * crop floats, C order (image, row, column)
   double* score_max = nullptr;       ///< B: max(S) (times the reweighting factor)
   double* score_struct = nullptr;    ///< B: structural distance D
-  double* score = nullptr;           ///< B: score_max + lambda * D
+  double* score = nullptr;           ///< B: score_max + lambda * D (or + sum_j a_j z_j)
   double* descriptor = nullptr;      ///< B * F: phi(S), C order (image, component)
   double* z = nullptr;               ///< B * F: (phi - mu) / sigma
   std::uint8_t* is_anomalous = nullptr;  ///< B: 1 when score > decision_threshold, else 0

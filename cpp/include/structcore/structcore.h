@@ -37,8 +37,9 @@
 extern "C" {
 #endif
 
-/** Version of this C ABI. Compare structcore_abi_version() with it at run time. */
-#define STRUCTCORE_ABI_VERSION 1
+/** Version of this C ABI. Compare structcore_abi_version() with it at run time.
+ *  2: adds structcore_scorer_weights (models calibrated with calibration="synthetic"). */
+#define STRUCTCORE_ABI_VERSION 2
 
 /* ---- status codes ------------------------------------------------------------------------ */
 #define STRUCTCORE_OK 0
@@ -101,10 +102,21 @@ STRUCTCORE_API int structcore_scorer_output_shape(const structcore_scorer* score
 
 /** Calibration values: the decision threshold (an image is anomalous when score > it), the
  *  pixel threshold t of the thresholded descriptor components, and lambda (score = score_max
- *  + lambda * D). Any output pointer may be NULL. */
+ *  + lambda * D; 0 for a model with learned weights, see structcore_scorer_weights). Any
+ *  output pointer may be NULL. */
 STRUCTCORE_API int structcore_scorer_thresholds(const structcore_scorer* scorer,
                                                 double* decision_threshold,
                                                 double* pixel_threshold, double* lambda);
+
+/** The learned weights of a model calibrated with calibration="synthetic": its score is
+ *  score_max + sum_j weights[j] * z[j] (F weights, one per descriptor component) instead of
+ *  score_max + lambda * D. Other models have none.
+ *  n_weights: receives F for such a model, 0 otherwise; must not be NULL.
+ *  weights:   capacity doubles, may be NULL when capacity is 0.
+ *  When capacity < *n_weights the call writes no weight and returns
+ *  STRUCTCORE_ERR_BUFFER_TOO_SMALL. (ABI version 2.) */
+STRUCTCORE_API int structcore_scorer_weights(const structcore_scorer* scorer, double* weights,
+                                             int64_t capacity, int64_t* n_weights);
 
 /** The model's JSON metadata, verbatim (backbone, layers, weights_sha256, config, components,
  *  ...; see docs/CPP.md), as a NUL-terminated UTF-8 string.
@@ -127,7 +139,8 @@ STRUCTCORE_API int structcore_scorer_metadata(const structcore_scorer* scorer, c
  *    maps          B * H * W floats: the anomaly maps S (pixel-level localisation)
  *    score_max     B doubles: max(S) (times PatchCore's reweighting when the model has it)
  *    score_struct  B doubles: the structural distance D
- *    score         B doubles: score_max + lambda * D (the StructCore score)
+ *    score         B doubles: score_max + lambda * D (the StructCore score), or
+ *                  score_max + sum_j weights[j] * z[j] (structcore_scorer_weights)
  *    descriptor    B * F doubles: phi(S), C order (image, component)
  *    z             B * F doubles: (phi - mu) / sigma
  *    is_anomalous  B bytes: 1 when score > decision_threshold, else 0

@@ -607,8 +607,13 @@ TOPK_SIZES = (16, 64, 256, 502)
 def _learned(
     ctx: VariantContext, name: str, comps: Sequence[str], makers: Sequence[str]
 ) -> np.ndarray:
-    """``max + a . z`` fitted on cross-fitted good vs synthetic-defect maps (issue 13)."""
-    from .learned_score import fit_learned_score
+    """``max + a . z`` fitted on cross-fitted good vs synthetic-defect maps (issue 13).
+
+    The product's fit (:func:`structcore.learned_calibration.fit_learned_score`, what
+    ``Detector(calibration="synthetic")`` runs) on the harness's cached maps.
+    """
+    from ..calibration import CalibrationWarning
+    from ..learned_calibration import fit_learned_score
 
     syn = ctx.synthetic
     if syn is None:
@@ -618,7 +623,7 @@ def _learned(
     ps = ctx.phi("syn", "crossfit", comps)
     pt = ctx.phi("test", "crossfit", comps)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", CalibrationWarning)
         model = fit_learned_score(
             ctx.cal_max["crossfit"],
             pc,
