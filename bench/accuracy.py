@@ -31,6 +31,11 @@ Families (``family``): bottle, mtd, deeppcb, synthetic. Issue 13's leave-one-fam
 choice (rule declared in docs/ABLATION.md before the results) is printed after issue 7's
 leave-one-set-out tables. Synthetic-defect maps of every set (``research/synthetic_defects``)
 are computed and cached too, for the ``learned*`` variants (``--no-synthetic`` skips them).
+Those variants fit with the product's code (:func:`structcore.learned_calibration
+.fit_learned_score`, what ``Detector(calibration="synthetic")`` runs; defect makers from
+:mod:`structcore.defects`) on the harness's cached maps, scored by its fresh fold coresets
+(the product's ``crossfit_bank="coreset"``; ``bench/synthetic_parity.py`` checks that the
+product reproduces them).
 """
 
 from __future__ import annotations

@@ -116,6 +116,7 @@ def tiny_mvtec(tmp_path: Path) -> Path:
         ["fit", "x.png", "-o", "m.npz", "--coreset-ratio", "-0.1"],
         ["fit", "x.png", "-o", "m.npz", "--backbone", "vgg16"],
         ["fit", "x.png", "-o", "m.npz", "--threshold-quantile", "1.5"],
+        ["fit", "x.png", "-o", "m.npz", "--calibration", "learned"],
         ["eval", "--format", "mvtec", "--root", "."],  # no --out
         ["eval", "--format", "coco", "--root", ".", "--out", "o"],
         ["predict", "model.npz"],  # no images
@@ -345,6 +346,23 @@ def test_real_fit_predict_eval(tiny_mvtec: Path, tmp_path: Path) -> None:
     assert {"max", "structcore", "struct_only", "paper/l2/auto/crossfit"} <= set(m["image_auroc"])
     assert m["config"]["detector"]["backbone"] == "efficientnet_lite0"
     assert m["aupro"] is not None and m["pixel_auroc"] > 0.5
+
+
+@pytest.mark.filterwarnings("ignore::structcore.calibration.CalibrationWarning")
+def test_real_fit_predict_synthetic_calibration(tiny_mvtec: Path, tmp_path: Path) -> None:
+    _kernels_or_skip()
+    from structcore import Detector
+
+    cat = tiny_mvtec / "ceramic_tiles"
+    model = tmp_path / "m.npz"
+    argv = ["fit", str(cat / "train" / "good"), "-o", str(model), *REAL]
+    assert cli.main([*argv, "--calibration", "synthetic"]) == 0
+    det = Detector.load(model)
+    assert det.calibration == "synthetic" and det.weights_.shape == (3,)
+    out = tmp_path / "p.json"
+    assert cli.main(["predict", str(model), str(cat / "test"), "-r", "-o", str(out), "-q"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["threshold"] == det.decision_threshold_ and len(doc["images"]) == 6
 
 
 @pytest.mark.filterwarnings("ignore::structcore.calibration.CalibrationWarning")

@@ -193,8 +193,10 @@ def _add_detector(p: argparse.ArgumentParser, *, backbone_default: str | None) -
     g.add_argument("--lam", type=_lam, help="'auto' (scale matching) or a fixed lambda")
     g.add_argument(
         "--calibration",
-        choices=("crossfit", "train"),
-        help="calibration maps: 'train' (the paper's, same-train) or 'crossfit' (train)",
+        choices=("crossfit", "train", "synthetic"),
+        help="calibration maps: 'train' (the paper's, same-train) or 'crossfit'; 'synthetic': "
+        "a learned max + a.z fitted against synthetic defects of the train images, --lam "
+        "unused (train)",
     )
     g.add_argument("--folds", type=_positive_int, help="cross-fitting folds (5)")
     g.add_argument(

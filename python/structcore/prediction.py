@@ -22,7 +22,8 @@ class Prediction:
     score_struct : ndarray of shape (B,), float64
         The structural distance D alone ("struct-only").
     score : ndarray of shape (B,), float64
-        The StructCore score ``score_max + lambda_ * D``.
+        The StructCore score ``score_max + lambda_ * D`` (``calibration="synthetic"``:
+        ``score_max + sum_j weights_[j] * z_j``).
     descriptor : ndarray of shape (B, n_components), float64
         phi(S), in the order of :attr:`Detector.components_`.
     z : ndarray of shape (B, n_components), float64

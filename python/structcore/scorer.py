@@ -40,8 +40,10 @@ class Scorer:
         What the file says about itself: ``backbone``, ``layers``, ``weights_sha256``,
         ``resize``, ``crop``, ``feature_dim``, ``feature_grid`` (h, w), ``n_bank``, ``k``,
         ``sigma``, ``reweight``, ``components``, ``norm``, ``calibration``, ``mu``,
-        ``sigma_phi``, ``lambda``, ``decision_threshold``, ``pixel_threshold``,
-        ``top_ratio``, ``connectivity``, ``n_train``, ``metadata_json`` (verbatim).
+        ``sigma_phi``, ``lambda``, ``weights`` (the learned weights of a
+        ``calibration="synthetic"`` model, else empty), ``decision_threshold``,
+        ``pixel_threshold``, ``top_ratio``, ``connectivity``, ``n_train``, ``format_version``,
+        ``metadata_json`` (verbatim).
 
     Raises
     ------
