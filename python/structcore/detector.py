@@ -1347,9 +1347,8 @@ def _same(a: object, b: object) -> bool:
 def _defect_source(item: object, name: str) -> np.ndarray:
     """One train image as the defect makers take it: (H, W, 3) uint8 when it is 8-bit (an
     uint8 array, or a float image whose values are exactly k / 255), else float32 in [0, 1]."""
-    rgb8 = isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.ndim == 3
-    if rgb8 and item.shape[2] == 3:  # type: ignore[union-attr]
-        return item  # type: ignore[return-value]
+    if isinstance(item, np.ndarray) and item.dtype == np.uint8 and item.shape[2:] == (3,):
+        return item  # (H, W, 3): shape[2:] is (3,) for 3-D arrays only
     x = to_float_rgb(item, name)
     q = np.rint(x * np.float32(255.0))
     if np.array_equal(q.astype(np.float32) / np.float32(255.0), x):

@@ -267,15 +267,14 @@ def _groups(g: object, name: str, n: int, default: np.ndarray) -> np.ndarray:
 
 
 def _alphas(alphas: object) -> list[float]:
-    vals = list(alphas) if isinstance(alphas, Sequence) else None
-    if not vals or not all(
-        isinstance(a, numbers.Real) and not isinstance(a, bool) and np.isfinite(a) and a >= 0
-        for a in vals
-    ):
+    vals = list(alphas) if isinstance(alphas, Sequence) else []
+    real = [isinstance(a, numbers.Real) and not isinstance(a, bool) for a in vals]
+    out = [float(a) for a, ok in zip(vals, real, strict=True) if ok]
+    if not vals or len(out) != len(vals) or not all(np.isfinite(a) and a >= 0 for a in out):
         raise ValueError(
             f"alphas must be a non-empty sequence of finite numbers >= 0; got {alphas!r}"
         )
-    return [float(a) for a in vals]
+    return out
 
 
 def fit_learned_score(
