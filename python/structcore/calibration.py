@@ -38,6 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ._validation import check_choice, check_positive_float, check_quantile
+from .learned_calibration import fit_learned_score, linear_score
 
 __all__ = [
     "CALIBRATION_MODES",
@@ -299,8 +300,6 @@ class StructCalibrator:
             Zero-variance components (as :meth:`fit`); a fit whose max coefficient is not
             positive (the score falls back to max pooling, ``weights_ = 0``).
         """
-        from .learned_calibration import fit_learned_score, linear_score
-
         phi_arr = _as_phi(phi, "phi")
         n, f = phi_arr.shape
         names = self._check_params(f)
@@ -328,6 +327,14 @@ class StructCalibrator:
             groups_defect=src,
             seed=seed,
         )
+        if model.fallback:
+            warnings.warn(
+                "learned score: the max coefficient is not positive (the synthetic defects do "
+                "not raise max(S) once the other components are accounted for); falling back "
+                "to max pooling (weights 0)",
+                CalibrationWarning,
+                stacklevel=2,
+            )
         self.learned_ = model
         self.weights_ = model.a.copy()
         self.lambda_ = 0.0
@@ -397,8 +404,6 @@ class StructCalibrator:
         d = np.sqrt(np.sum(z * z, axis=1)) if self.norm == "l2" else np.max(np.abs(z), axis=1)
         weights = getattr(self, "weights_", None)
         if weights is not None:
-            from .learned_calibration import linear_score
-
             return z, d, linear_score(mx, z, weights)
         return z, d, mx + self.lambda_ * d
 

@@ -13,7 +13,8 @@ Model: L2-regularised logistic regression on standardised features ``z = (x - mu
 at ``1e-6 * max(1, |mu|)`` as :class:`structcore.calibration.StructCalibrator` floors them);
 the classes are weighted equally; the max coefficient ``b_0`` is (almost) unpenalised (ridge
 ``MAX_RIDGE * alpha``) and must come out positive, otherwise the score falls back to max
-pooling (``a = 0``, with a :class:`~structcore.calibration.CalibrationWarning`). The
+pooling (``a = 0``, ``LearnedScore.fallback``; :meth:`structcore.calibration.StructCalibrator
+.fit_synthetic` warns then). The
 regularisation ``alpha`` is chosen from :data:`ALPHAS` by grouped k-fold cross-validation
 (groups = source image: an image and its defects are held out together), by the pooled
 held-out AUROC; ties go to the strongest regularisation (closest to max pooling).
@@ -35,7 +36,6 @@ product (:mod:`structcore.research.learned_score` re-exports it).
 from __future__ import annotations
 
 import numbers
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +45,6 @@ from scipy.optimize import minimize
 from scipy.stats import rankdata
 
 from ._validation import check_int
-from .calibration import CalibrationWarning
 
 __all__ = [
     "ALPHAS",
@@ -315,17 +314,15 @@ def fit_learned_score(
     -------
     LearnedScore
 
+        ``fallback`` is True (and ``a = 0``: max pooling) when the max coefficient is not
+        positive; this function does not warn (the detector's calibrator does).
+
     Raises
     ------
     TypeError, ValueError
         Non-numeric, mis-shaped, empty or non-finite inputs, a ``components`` list of
         another length than p, bad ``groups_*``, ``alphas``, ``folds`` or ``seed`` (the
         message names the argument).
-
-    Warns
-    -----
-    CalibrationWarning
-        The max coefficient is not positive: the score falls back to max pooling (``a = 0``).
     """
     mg = _rows(max_good, "max_good", None, 1)
     pg = _rows(phi_good, "phi_good", mg.shape[0], 2)
@@ -369,12 +366,4 @@ def fit_learned_score(
             alpha = max(a for a, v in cv.items() if v >= best - 1e-9)
     mu, sd, coef, b0 = _fit_one(x0, x1, alpha)
     a, fallback = _weights(coef, sd)
-    if fallback:
-        warnings.warn(
-            "learned score: the max coefficient is not positive (the synthetic defects do not "
-            "raise max(S) once the other components are accounted for); falling back to max "
-            "pooling (weights 0)",
-            CalibrationWarning,
-            stacklevel=2,
-        )
     return LearnedScore(comps, mu, sd, coef, b0, float(alpha), a, fallback, cv)

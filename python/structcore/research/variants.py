@@ -612,7 +612,6 @@ def _learned(
     The product's fit (:func:`structcore.learned_calibration.fit_learned_score`, what
     ``Detector(calibration="synthetic")`` runs) on the harness's cached maps.
     """
-    from ..calibration import CalibrationWarning
     from ..learned_calibration import fit_learned_score
 
     syn = ctx.synthetic
@@ -622,17 +621,15 @@ def _learned(
     pc = ctx.phi("cal", "crossfit", comps)
     ps = ctx.phi("syn", "crossfit", comps)
     pt = ctx.phi("test", "crossfit", comps)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CalibrationWarning)
-        model = fit_learned_score(
-            ctx.cal_max["crossfit"],
-            pc,
-            syn.max[sel],
-            ps[sel],
-            components=comps,
-            groups_good=np.arange(pc.shape[0]),
-            groups_defect=syn.source[sel],
-        )
+    model = fit_learned_score(  # a fallback to max pooling shows in model.fallback
+        ctx.cal_max["crossfit"],
+        pc,
+        syn.max[sel],
+        ps[sel],
+        components=comps,
+        groups_good=np.arange(pc.shape[0]),
+        groups_defect=syn.source[sel],
+    )
     ctx.models[name] = model
     return model.score(ctx.test_max, pt)
 
