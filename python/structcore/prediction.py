@@ -22,7 +22,8 @@ class Prediction:
     score_struct : ndarray of shape (B,), float64
         The structural distance D alone ("struct-only").
     score : ndarray of shape (B,), float64
-        The StructCore score ``score_max + lambda_ * D``.
+        The image score ``score_max + lambda_ * D``: max pooling with the default
+        ``lam=0``, the StructCore hybrid with ``lam="auto"`` or a positive weight.
     descriptor : ndarray of shape (B, n_components), float64
         phi(S), in the order of :attr:`Detector.components_`.
     z : ndarray of shape (B, n_components), float64
