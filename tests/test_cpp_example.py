@@ -106,7 +106,14 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Detector, Path, np.n
     test = rng.integers(90, 150, size=(4, 40, 40, 3), dtype=np.uint8)
     test[2:, 5:15, 8:20] = 250
     det = Detector(
-        "resnet18", weights=None, dim=40, resize=40, crop=32, folds=2, descriptor="extended"
+        "resnet18",
+        weights=None,
+        dim=40,
+        resize=40,
+        crop=32,
+        folds=2,
+        descriptor="extended",
+        lam="auto",
     ).fit(train)
     folder = tmp_path_factory.mktemp("case")
     model = folder / "model.npz"

@@ -11,7 +11,9 @@ from structcore import Detector, Prediction, describe
 from structcore.calibration import CalibrationWarning, StructCalibrator
 from structcore.detector import NotFittedError
 
-SMALL = dict(backbone="resnet18", weights=None, dim=32, resize=48, crop=48, folds=3, seed=0)
+SMALL = dict(
+    backbone="resnet18", weights=None, dim=32, resize=48, crop=48, folds=3, seed=0, lam="auto"
+)
 
 
 def _images(n: int, seed: int, defect: bool = False) -> np.ndarray:
@@ -57,6 +59,24 @@ def test_fit_returns_self_and_sets_state(train: np.ndarray) -> None:
         assert det.train_max_[mode].shape == (9,)
     # the same-train maps are biased low (METHOD.md §3.5)
     assert det.train_max_["train"].mean() < det.train_max_["crossfit"].mean()
+
+
+def test_default_score_is_max_pooling(train: np.ndarray, test_set) -> None:
+    """lam=0 by default (issue 13's held-out evidence): score == score_max, D still computed."""
+    x, _ = test_set
+    assert Detector().lam == 0.0
+    params = {k: v for k, v in SMALL.items() if k != "lam"}
+    det = Detector(**params).fit(train)
+    assert det.lambda_ == 0.0
+    pred = det.predict(x)
+    np.testing.assert_array_equal(pred.score, pred.score_max)
+    assert np.isfinite(pred.score_struct).all() and (pred.score_struct > 0).any()
+    np.testing.assert_array_equal(pred.is_anomalous, pred.score_max > det.decision_threshold_)
+    # the paper's score is the variant grid's paper/l2/auto/train, as with lam="auto"
+    paper = Detector(**SMALL).fit(train)
+    np.testing.assert_array_equal(paper.bank_, det.bank_)
+    v = det.variant_scores(pred.maps, pred.score_max)
+    np.testing.assert_allclose(v["paper/l2/auto/train"], paper.predict(x).score, rtol=1e-10)
 
 
 def test_prediction_contract(fitted: Detector, test_set) -> None:
@@ -170,7 +190,11 @@ def test_variant_scores_grid(fitted: Detector, test_set) -> None:
 def test_train_calibration_and_custom_descriptor(train: np.ndarray, test_set) -> None:
     x, _ = test_set
     det = Detector(
-        **SMALL, calibration="train", variants=False, descriptor=["tv", "std"], norm="linf", lam=0.5
+        **{**SMALL, "lam": 0.5},
+        calibration="train",
+        variants=False,
+        descriptor=["tv", "std"],
+        norm="linf",
     ).fit(train)
     assert det.calibration_modes_ == ("train",)
     assert det.components_ == ("tv", "std") and det.lambda_ == 0.5

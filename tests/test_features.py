@@ -59,6 +59,32 @@ def test_patch_features_follow_method(batch: torch.Tensor) -> None:
     np.testing.assert_allclose(f, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_unused_stages_hold_no_tensors(batch: torch.Tensor) -> None:
+    """Stages past the deepest layer and the head are freed; features are a full model's."""
+    import torchvision
+
+    fx = FeatureExtractor("resnet18", weights=None, dim=10_000, layers=("layer1", "layer2"))
+    names = [n for n, _ in fx._model.named_parameters()]
+    assert names and all(n.startswith(("conv1.", "bn1.", "layer1.", "layer2.")) for n in names)
+    assert not any(n.startswith(("layer3.", "fc.")) for n, _ in fx._model.named_buffers())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        full = torchvision.models.resnet18(weights=None).eval()
+    used = {k: v for k, v in full.state_dict().items() if k.startswith(("conv1.", "bn1.", "layer"))}
+    kept = fx._model.state_dict()
+    assert set(kept) == {k for k in used if k.startswith(("conv1.", "bn1.", "layer1.", "layer2."))}
+    for k, v in kept.items():
+        torch.testing.assert_close(v, used[k], rtol=0, atol=0)
+    with torch.inference_mode():
+        x = full.maxpool(full.relu(full.bn1(full.conv1(batch))))
+        a = full.layer1(x)
+        b = full.layer2(a)
+    a = F.avg_pool2d(a, 3, 1, 1)
+    b = F.interpolate(F.avg_pool2d(b, 3, 1, 1), size=a.shape[-2:], mode="bilinear")
+    ref = torch.cat([a, b], 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(fx(batch), ref, rtol=1e-5, atol=1e-5)
+
+
 def test_seeded_random_init_is_deterministic(batch: torch.Tensor) -> None:
     a = FeatureExtractor("resnet18", weights=None, dim=32, seed=3)
     b = FeatureExtractor("resnet18", weights=None, dim=32, seed=3)

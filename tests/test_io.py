@@ -13,7 +13,9 @@ from structcore import Detector
 from structcore.detector import NotFittedError
 from structcore.io import BASE_VERSION, FORMAT_NAME, seal_metadata
 
-SMALL = dict(backbone="resnet18", weights=None, dim=32, resize=48, crop=48, folds=3, seed=0)
+SMALL = dict(
+    backbone="resnet18", weights=None, dim=32, resize=48, crop=48, folds=3, seed=0, lam="auto"
+)
 
 
 def _images(n: int, seed: int) -> np.ndarray:

@@ -31,7 +31,8 @@ from structcore.scorer import Scorer
 # fixtures: small fitted detectors (random-weight ResNet-18, tiny crops) and their features
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "paper": {},
+    "default": {},
+    "paper": {"lam": "auto"},
     "extended_linf_k3": {
         "descriptor": "extended",
         "norm": "linf",

@@ -22,7 +22,9 @@ from structcore.io import DetectorState, read_state, write_state
 from structcore.maps import AnomalyMapper
 from structcore.memory_bank import MemoryBank, bank_size
 
-SMALL = dict(backbone="resnet18", weights=None, dim=24, resize=40, crop=40, folds=3, seed=0)
+SMALL = dict(
+    backbone="resnet18", weights=None, dim=24, resize=40, crop=40, folds=3, seed=0, lam="auto"
+)
 
 
 @pytest.fixture(scope="module")

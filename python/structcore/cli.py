@@ -190,7 +190,12 @@ def _add_detector(p: argparse.ArgumentParser, *, backbone_default: str | None) -
         help="'paper' (std, top_mean, tv), 'extended', or comma-separated component names",
     )
     g.add_argument("--norm", choices=("l2", "linf"), help="structural distance norm (l2)")
-    g.add_argument("--lam", type=_lam, help="'auto' (scale matching) or a fixed lambda")
+    g.add_argument(
+        "--lam",
+        type=_lam,
+        help="weight of D: 0 (default: max pooling, the held-out evidence), 'auto' (the "
+        "paper's StructCore, scale matching) or a fixed lambda such as 0.05",
+    )
     g.add_argument(
         "--calibration",
         choices=("crossfit", "train", "synthetic"),

@@ -45,7 +45,9 @@ __all__ = [
 ]
 
 #: Score names drawn first (and in the histograms).
-HEADLINE_SCORES: tuple[str, ...] = ("max", "structcore", "struct_only")
+#: ``structcore`` is the detector's configured score (max pooling at the default ``lam=0``),
+#: ``paper/l2/auto/train`` the paper's StructCore hybrid (present when ``variants=True``).
+HEADLINE_SCORES: tuple[str, ...] = ("max", "structcore", "paper/l2/auto/train", "struct_only")
 _AVERAGED = ("image_auroc", "f1_max", "pixel_auroc", "aupro", "pixel_f1_max", "decision")
 
 

@@ -216,6 +216,16 @@ def _build_architecture(spec: _BackboneSpec) -> Any:
     return getattr(torchvision.models, spec.arch)(weights=None)
 
 
+def _free_unused(model: Any, used: tuple[str, ...]) -> None:
+    """Drop every parameter and buffer whose name starts with none of the ``used`` prefixes."""
+    for mod_name, module in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for table in (module._parameters, module._buffers):
+            for name in list(table):
+                if table[name] is not None and not (prefix + name).startswith(used):
+                    table[name] = None
+
+
 def _stages(model: Any, family: str) -> list[tuple[str, Callable[[Any], Any], tuple[str, ...]]]:
     """The backbone's main path: (layer name, callable, state-dict key prefixes) in order."""
     if family == "resnet":
@@ -394,6 +404,10 @@ class FeatureExtractor:
             {k: v for k, v in model.state_dict().items() if k.startswith(used)}
         )
 
+        # The stages after the deepest chosen layer (and the classifier head) never run: free
+        # their tensors (WideResNet-50-2 at layer2+layer3: 263 -> 97 MiB of weights per
+        # process; what a Ray actor or an embedding application keeps resident).
+        _free_unused(model, used)
         model.eval()
         for p in model.parameters():
             p.requires_grad_(False)

@@ -22,8 +22,9 @@ class Prediction:
     score_struct : ndarray of shape (B,), float64
         The structural distance D alone ("struct-only").
     score : ndarray of shape (B,), float64
-        The StructCore score ``score_max + lambda_ * D`` (``calibration="synthetic"``:
-        ``score_max + sum_j weights_[j] * z_j``).
+        The image score ``score_max + lambda_ * D``: max pooling with the default
+        ``lam=0``, the StructCore hybrid with ``lam="auto"`` or a positive weight;
+        ``score_max + sum_j weights_[j] * z_j`` with ``calibration="synthetic"``.
     descriptor : ndarray of shape (B, n_components), float64
         phi(S), in the order of :attr:`Detector.components_`.
     z : ndarray of shape (B, n_components), float64
