@@ -1,0 +1,150 @@
+"""Issue 13, item 3: tiled inference for elongated parts on Magnetic Tile.
+
+The accuracy harness' split (``load_magnetic_tile(test_fraction=0.2, seed=0, max_train=100)``:
+100 train, 190 good + 392 defective test images), MobileNetV2, library defaults (10% coreset,
+sigma 4 px, k 1). Each image is resized to a shorter side of ``--size`` and cut into
+``ceil(L / size)`` overlapping square tiles along its long side
+(:mod:`structcore.research.tiling`); the bank holds the patches of every train tile; the tile
+maps are stitched (overlaps averaged) into one map of the whole image. Image scores: max of
+the stitched map and the same-train (max, phi) variants of
+:data:`structcore.research.tiling.TILED_VARIANTS`, paired bootstrap against max on the union
+and per class as ``bench/finer_maps.py``. Pixel AUROC: every 2nd pixel (both axes) of each
+stitched map against the full mask resized (nearest) to the stitched extent (the same pixel
+density as ``finer_maps``' 112 x 112 grid at 224 px, but over the whole image).
+
+    TORCH_HOME=../shared/weights PYTHONPATH=python python bench/tiled.py --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "python"))
+
+from structcore.datasets import load_magnetic_tile  # noqa: E402
+from structcore.research import ablation  # noqa: E402
+from structcore.research import tiling as tl  # noqa: E402
+
+
+def _log(m: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)
+
+
+def _save(path: Path, tm: tl.TiledMaps) -> None:
+    shapes = np.array([m.shape for m in tm.maps], dtype=np.int64)
+    flat = np.concatenate([m.ravel() for m in tm.maps])
+    np.savez(path, flat=flat, shapes=shapes, max=tm.max, timings=json.dumps(tm.timings_s))
+
+
+def _load(path: Path) -> tl.TiledMaps:
+    with np.load(path, allow_pickle=False) as z:
+        flat, shapes = z["flat"], z["shapes"]
+        ends = np.cumsum(shapes.prod(axis=1))
+        maps = [
+            flat[e - h * w : e].reshape(h, w) for e, (h, w) in zip(ends, shapes, strict=True)
+        ]
+        return tl.TiledMaps(maps, z["max"], [], json.loads(str(z["timings"])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "datasets")
+    ap.add_argument("--cache", type=Path, default=HERE.parent / "runs" / "tiled")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--max-train", type=int, default=100)
+    ap.add_argument("--resamples", type=int, default=2000)
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "tiled.json")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    ds = load_magnetic_tile(
+        args.data / "magnetic_tile", test_fraction=0.2, seed=0, max_train=args.max_train
+    )
+    labels = np.array([s.label for s in ds.test])
+    defects = np.array([s.defect for s in ds.test])
+    args.cache.mkdir(parents=True, exist_ok=True)
+    tag = f"mtd__mobilenet_v2__tiled{args.size}__train{args.max_train}"
+    c_path, t_path = args.cache / f"cal__{tag}.npz", args.cache / f"test__{tag}.npz"
+    if c_path.is_file() and t_path.is_file():
+        cal, test = _load(c_path), _load(t_path)
+    else:
+        t0 = time.perf_counter()
+        det, cal = tl.fit_tiled(
+            [str(p) for p in ds.train], size=args.size, threads=args.threads, log=_log
+        )
+        _log(f"fit done in {time.perf_counter() - t0:.1f} s (bank {det.bank_.shape[0]} rows)")
+        cal.timings_s["bank_rows"] = float(det.bank_.shape[0])
+        cal.timings_s["n_tiles"] = float(sum(la.n_tiles for la in cal.layouts))
+        test = tl.tiled_maps(det, [str(s.image) for s in ds.test], log=_log)
+        test.timings_s["n_tiles"] = float(sum(la.n_tiles for la in test.layouts))
+        _save(c_path, cal)
+        _save(t_path, test)
+    t1 = time.perf_counter()
+    phi_cal = tl.describe_maps(cal.maps, threads=args.threads)
+    phi_test = tl.describe_maps(test.maps, threads=args.threads)
+    describe_s = time.perf_counter() - t1
+    scores = tl.variant_scores_from_phi(phi_cal, cal.max, phi_test, test.max)
+    sets = {"mtd": np.arange(labels.size)}
+    for c in ("Blowhole", "Break", "Crack", "Fray", "Uneven"):
+        sets[f"mtd_{c}"] = np.flatnonzero((defects == "good") | (defects == c))
+    res = {
+        k: ablation.paired_bootstrap(
+            labels[r], {v: s[r] for v, s in scores.items()}, "max",
+            resamples=args.resamples, seed=0,
+        )
+        for k, r in sets.items()
+    }
+    from sklearn.metrics import roc_auc_score
+
+    y, s = tl.pixel_samples(test.maps, [t.mask for t in ds.test], step=2)
+    pix = float(roc_auc_score(y, s))
+    n_tr, n_te = len(ds.train), labels.size
+    ct, tt = cal.timings_s, test.timings_s
+    fit_s = ct["features"] + ct["fit_features"] + ct["calibration_train"]
+    pred_s = tt["features"] + tt["maps"]
+    out = {
+        "size": args.size,
+        "image": res,
+        "pixel_auroc": pix,
+        "pixel_samples": int(y.size),
+        "timings_s": {"cal": ct, "test": tt, "describe_all": describe_s},
+        "fit_s_per_image": fit_s / n_tr,
+        "predict_s_per_image": pred_s / n_te + describe_s / (n_tr + n_te),
+        "tiles_per_image": {
+            "train": ct.get("n_tiles", 0) / n_tr,
+            "test": tt.get("n_tiles", 0) / n_te,
+        },
+    }
+    print(
+        f"\n## tiled, size {args.size}: pixel AUROC {pix:.4f} ({y.size} pixels), fit "
+        f"{out['fit_s_per_image']:.3f} s/img, predict {out['predict_s_per_image']:.3f} s/img, "
+        f"tiles/img {out['tiles_per_image']}"
+    )
+    print("| variant | " + " | ".join(sets) + " |")
+    print("|---|" + "---|" * len(sets))
+    for v in scores:
+        cells = []
+        for k in sets:
+            e = res[k][v]
+            if v == "max":
+                cells.append(f"{e['auroc']:.4f}")
+            else:
+                mark = "+" if e["lo"] > 0 else ("-" if e["hi"] < 0 else "")
+                cells.append(f"{e['delta']:+.4f} [{e['lo']:+.3f},{e['hi']:+.3f}]{mark}")
+        print(f"| {v} | " + " | ".join(cells) + " |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
