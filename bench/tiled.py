@@ -53,6 +53,64 @@ def _load(path: Path) -> tl.TiledMaps:
         return tl.TiledMaps(maps, z["max"], [], json.loads(str(z["timings"])))
 
 
+def _centre_window(h: int, w: int, size: int, resize: int = 256, crop: int = 224) -> tuple:
+    """The part of an ``h x w`` stitched map that the default ``resize``/``crop`` keeps.
+
+    The default pipeline resizes the shorter side to ``resize`` and keeps the centre
+    ``crop`` square: in the stitched map's scale (shorter side ``size``) that is the centre
+    ``round(size * crop / resize)`` square.
+    """
+    c = round(size * crop / resize)
+    t, left = (h - c) // 2, (w - c) // 2
+    return slice(t, t + c), slice(left, left + c)
+
+
+def _diagnostics(ds, test: tl.TiledMaps, labels: np.ndarray, size: int) -> dict:
+    """Coverage diagnostics (use test labels and masks; never a score).
+
+    * ``max_centre_auroc``: image AUROC of the max of each stitched map inside the window the
+      default 256/224 crop keeps (:func:`_centre_window`): tiling's maps, the default's view;
+    * ``pixel_auroc_centre``: pixel AUROC inside that window (every 2nd pixel);
+    * ``defective_outside_crop``: defective test images whose mask has no pixel inside the
+      default 256/224 centre crop (:func:`structcore.datasets.load_mask`).
+    """
+    from PIL import Image
+    from sklearn.metrics import roc_auc_score
+
+    from structcore.datasets import load_mask
+
+    mc = np.array([float(m[_centre_window(*m.shape, size)].max()) for m in test.maps])
+    y, s = tl.pixel_samples(test.maps, [t.mask for t in ds.test], step=1)
+    ys, ss, i = [], [], 0
+    for m in test.maps:  # the full-resolution samples, cut to the window per map
+        h, w = m.shape
+        yy, sv_ = y[i : i + h * w].reshape(h, w), s[i : i + h * w].reshape(h, w)
+        win = _centre_window(h, w, size)
+        ys.append(yy[win][::2, ::2].ravel())
+        ss.append(sv_[win][::2, ::2].ravel())
+        i += h * w
+    out_crop = np.zeros(labels.size, dtype=bool)
+    for j, t in enumerate(ds.test):
+        if t.label and t.mask is not None:
+            with Image.open(t.image) as im:
+                hw = (im.height, im.width)
+            out_crop[j] = not load_mask(t.mask, image_size=hw, resize=256, crop=224).any()
+    outside = int(out_crop.sum())
+    good = labels == 0
+    sub = {}
+    for name, sel in (("inside", (labels == 1) & ~out_crop), ("outside", out_crop)):
+        r = good | sel
+        sub[f"max_auroc_defects_{name}_crop"] = float(roc_auc_score(labels[r], test.max[r]))
+        sub[f"max_centre_auroc_defects_{name}_crop"] = float(roc_auc_score(labels[r], mc[r]))
+    return {
+        **sub,
+        "max_centre_auroc": float(roc_auc_score(labels, mc)),
+        "pixel_auroc_centre": float(roc_auc_score(np.concatenate(ys), np.concatenate(ss))),
+        "defective_outside_crop": outside,
+        "defective": int(labels.sum()),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "datasets")
@@ -107,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     y, s = tl.pixel_samples(test.maps, [t.mask for t in ds.test], step=2)
     pix = float(roc_auc_score(y, s))
+    diag = _diagnostics(ds, test, labels, args.size)
     n_tr, n_te = len(ds.train), labels.size
     ct, tt = cal.timings_s, test.timings_s
     fit_s = ct["features"] + ct["fit_features"] + ct["calibration_train"]
@@ -119,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "timings_s": {"cal": ct, "test": tt, "describe_all": describe_s},
         "fit_s_per_image": fit_s / n_tr,
         "predict_s_per_image": pred_s / n_te + describe_s / (n_tr + n_te),
+        "diagnostics": diag,
         "tiles_per_image": {
             "train": ct.get("n_tiles", 0) / n_tr,
             "test": tt.get("n_tiles", 0) / n_te,
@@ -129,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{out['fit_s_per_image']:.3f} s/img, predict {out['predict_s_per_image']:.3f} s/img, "
         f"tiles/img {out['tiles_per_image']}"
     )
+    print(f"diagnostics: {json.dumps(diag)}")
     print("| variant | " + " | ".join(sets) + " |")
     print("|---|" + "---|" * len(sets))
     for v in scores:
