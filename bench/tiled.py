@@ -65,14 +65,34 @@ def _centre_window(h: int, w: int, size: int, resize: int = 256, crop: int = 224
     return slice(t, t + c), slice(left, left + c)
 
 
-def _diagnostics(ds, test: tl.TiledMaps, labels: np.ndarray, size: int) -> dict:
+def _default_max(ds, labels: np.ndarray, cache: Path | None) -> np.ndarray | None:
+    """max(S) of the default 256/224 maps from ``finer_maps``' cache (None if not cached)."""
+    if cache is None:
+        return None
+    cfg = ablation.MapConfig("mobilenet_v2", resize=256, crop=224)
+    args = ("mtd", ds.train, [s.image for s in ds.test], labels, [s.defect for s in ds.test])
+    for cf in (True, False):
+        try:
+            ms = ablation.load_or_compute_maps(*args, cfg, cache, compute=False, crossfit=cf)
+        except FileNotFoundError:
+            continue
+        return ms.test_max
+    return None
+
+
+def _diagnostics(
+    ds, test: tl.TiledMaps, labels: np.ndarray, size: int, cache: Path | None = None
+) -> dict:
     """Coverage diagnostics (use test labels and masks; never a score).
 
     * ``max_centre_auroc``: image AUROC of the max of each stitched map inside the window the
       default 256/224 crop keeps (:func:`_centre_window`): tiling's maps, the default's view;
     * ``pixel_auroc_centre``: pixel AUROC inside that window (every 2nd pixel);
     * ``defective_outside_crop``: defective test images whose mask has no pixel inside the
-      default 256/224 centre crop (:func:`structcore.datasets.load_mask`).
+      default 256/224 centre crop (:func:`structcore.datasets.load_mask`);
+    * per subset (all good + the defective images inside / outside that crop): AUROC of the
+      tiled max, of the centre-window max and (when ``cache`` holds the 256/224 maps of
+      ``bench/finer_maps.py``) of the default pipeline's max.
     """
     from PIL import Image
     from sklearn.metrics import roc_auc_score
@@ -89,6 +109,7 @@ def _diagnostics(ds, test: tl.TiledMaps, labels: np.ndarray, size: int) -> dict:
         ys.append(yy[win][::2, ::2].ravel())
         ss.append(sv_[win][::2, ::2].ravel())
         i += h * w
+    default_max = _default_max(ds, labels, cache)
     out_crop = np.zeros(labels.size, dtype=bool)
     for j, t in enumerate(ds.test):
         if t.label and t.mask is not None:
@@ -102,6 +123,10 @@ def _diagnostics(ds, test: tl.TiledMaps, labels: np.ndarray, size: int) -> dict:
         r = good | sel
         sub[f"max_auroc_defects_{name}_crop"] = float(roc_auc_score(labels[r], test.max[r]))
         sub[f"max_centre_auroc_defects_{name}_crop"] = float(roc_auc_score(labels[r], mc[r]))
+        if default_max is not None:
+            sub[f"default_256_224_max_auroc_defects_{name}_crop"] = float(
+                roc_auc_score(labels[r], default_max[r])
+            )
     return {
         **sub,
         "max_centre_auroc": float(roc_auc_score(labels, mc)),
@@ -116,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "datasets")
     ap.add_argument("--cache", type=Path, default=HERE.parent / "runs" / "tiled")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--maps-cache",
+        type=Path,
+        default=HERE.parent / "runs" / "accuracy",
+        help="finer_maps' cache (for the default 256/224 max in the diagnostics)",
+    )
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--max-train", type=int, default=100)
     ap.add_argument("--resamples", type=int, default=2000)
@@ -165,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     y, s = tl.pixel_samples(test.maps, [t.mask for t in ds.test], step=2)
     pix = float(roc_auc_score(y, s))
-    diag = _diagnostics(ds, test, labels, args.size)
+    diag = _diagnostics(ds, test, labels, args.size, args.maps_cache)
     n_tr, n_te = len(ds.train), labels.size
     ct, tt = cal.timings_s, test.timings_s
     fit_s = ct["features"] + ct["fit_features"] + ct["calibration_train"]
