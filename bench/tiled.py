@@ -92,7 +92,8 @@ def _diagnostics(
       default 256/224 centre crop (:func:`structcore.datasets.load_mask`);
     * per subset (all good + the defective images inside / outside that crop): AUROC of the
       tiled max, of the centre-window max and (when ``cache`` holds the 256/224 maps of
-      ``bench/finer_maps.py``) of the default pipeline's max.
+      ``bench/finer_maps.py``) of the default pipeline's max, and the paired bootstrap
+      interval of tiled max minus default max (the same test images).
     """
     from PIL import Image
     from sklearn.metrics import roc_auc_score
@@ -127,6 +128,11 @@ def _diagnostics(
             sub[f"default_256_224_max_auroc_defects_{name}_crop"] = float(
                 roc_auc_score(labels[r], default_max[r])
             )
+    if default_max is not None:
+        b = ablation.paired_bootstrap(
+            labels, {"default": default_max, "tiled": test.max}, "default", seed=0
+        )["tiled"]
+        sub["tiled_max_minus_default_max"] = {k: b[k] for k in ("delta", "lo", "hi")}
     return {
         **sub,
         "max_centre_auroc": float(roc_auc_score(labels, mc)),
