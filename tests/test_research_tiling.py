@@ -103,3 +103,16 @@ def test_scores_from_phi_equal_the_variants_on_square_maps() -> None:
     assert set(got) == set(ref)
     for k in ref:
         np.testing.assert_allclose(got[k], ref[k], rtol=1e-12, atol=1e-12)
+
+
+def test_descriptor_takes_rectangular_maps() -> None:
+    # the stitched maps are 224 x L: the product's C++ describe must treat them as H x W
+    rng = np.random.default_rng(5)
+    m = rng.random((30, 70)).astype(np.float32)
+    got = tl.describe_maps([m], threads=1)[0]
+    x = m.astype(np.float64)
+    k = max(1, round(0.01 * x.size))
+    tv = (np.abs(np.diff(x, axis=1)).sum() + np.abs(np.diff(x, axis=0)).sum()) / x.size
+    want = [x.std(), np.sort(x.ravel())[-k:].mean(), tv]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(tl.describe_maps([m.T], threads=1)[0], want, rtol=1e-5)
