@@ -151,6 +151,23 @@ def test_map_cache_round_trip(tmp_path: Path) -> None:
     assert fb.is_file()
     with np.load(fb) as z:
         assert sorted(z.files) == ["bank0", "bank1"]
+    # crossfit=False: same-train maps only, from the cached features and bank, own file
+    feat.FeatureExtractor.__init__ = init  # type: ignore[method-assign]
+    try:
+        nocf = ab.load_or_compute_maps(
+            "t", imgs[:4], imgs[4:], [0, 1], ["good", "x"], cfg, cache, crossfit=False
+        )
+    finally:
+        feat.FeatureExtractor.__init__ = orig  # type: ignore[method-assign]
+    assert set(nocf.cal_maps) == {"train"} and set(nocf.cal_max) == {"train"}
+    assert nocf.meta["timings_s"].get("bank_cached") == 1.0
+    np.testing.assert_array_equal(nocf.test_maps, ms.test_maps)
+    np.testing.assert_array_equal(nocf.cal_maps["train"], ms.cal_maps["train"])
+    assert len(list(cache.glob("maps_nocf__*.npz"))) == 1
+    again = ab.load_or_compute_maps(
+        "t", imgs[:4], imgs[4:], [0, 1], ["good", "x"], cfg, cache, compute=False, crossfit=False
+    )
+    np.testing.assert_array_equal(again.cal_maps["train"], ms.cal_maps["train"])
 
 
 def test_map_config_fields_are_detector_parameters() -> None:

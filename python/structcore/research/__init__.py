@@ -10,9 +10,11 @@ never loads it. It is opt-in, as scikit-learn keeps ``sklearn.experimental``.
 * :mod:`structcore.research.variants`: every score variant of the accuracy ablation (pure
   NumPy on descriptors and maps);
 * :mod:`structcore.research.ablation`: cached maps, AUROC, paired bootstrap, leave-one-out
-  selection (the reusable half of ``bench/accuracy.py``).
+  selection (the reusable half of ``bench/accuracy.py``);
+* :mod:`structcore.research.tiling`: tiled inference for elongated parts (overlapping square
+  tiles along the long side, tile maps stitched into one map of the whole image).
 """
 
 from __future__ import annotations
 
-__all__ = ["ablation", "grid", "variants"]
+__all__ = ["ablation", "grid", "tiling", "variants"]
