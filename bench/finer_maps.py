@@ -60,9 +60,7 @@ def _score(
     ms: ablation.MapSet, names: Sequence[str], threads: int
 ) -> tuple[dict[str, np.ndarray], list[str]]:
     """Scores of ``names`` on one context; those needing absent (cross-fit) maps are skipped."""
-    ctx = sv.VariantContext(
-        ms.test_maps, ms.test_max, ms.cal_maps, ms.cal_max, ms.folds, threads
-    )
+    ctx = sv.VariantContext(ms.test_maps, ms.test_max, ms.cal_maps, ms.cal_max, ms.folds, threads)
     out: dict[str, np.ndarray] = {"max": ctx.test_max}
     skipped: list[str] = []
     for n in names:

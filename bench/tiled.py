@@ -47,9 +47,7 @@ def _load(path: Path) -> tl.TiledMaps:
     with np.load(path, allow_pickle=False) as z:
         flat, shapes = z["flat"], z["shapes"]
         ends = np.cumsum(shapes.prod(axis=1))
-        maps = [
-            flat[e - h * w : e].reshape(h, w) for e, (h, w) in zip(ends, shapes, strict=True)
-        ]
+        maps = [flat[e - h * w : e].reshape(h, w) for e, (h, w) in zip(ends, shapes, strict=True)]
         return tl.TiledMaps(maps, z["max"], [], json.loads(str(z["timings"])))
 
 
@@ -193,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         sets[f"mtd_{c}"] = np.flatnonzero((defects == "good") | (defects == c))
     res = {
         k: ablation.paired_bootstrap(
-            labels[r], {v: s[r] for v, s in scores.items()}, "max",
-            resamples=args.resamples, seed=0,
+            labels[r],
+            {v: s[r] for v, s in scores.items()},
+            "max",
+            resamples=args.resamples,
+            seed=0,
         )
         for k, r in sets.items()
     }
