@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from ._validation import check_int
 from .datasets import crop_geometry
@@ -175,6 +174,8 @@ def cutpaste(
     patch = (patch - m) * rng.uniform(0.8, 1.2) + m + rng.uniform(-0.1, 0.1) * 255.0
     pmask = np.ones((ph, pw), dtype=np.float64)
     if angle:
+        from scipy import ndimage  # lazily: `import structcore` stays scipy-free
+
         patch = ndimage.rotate(patch, angle, axes=(0, 1), reshape=True, order=1)
         pmask = ndimage.rotate(pmask, angle, reshape=True, order=1)
         ph, pw = pmask.shape
@@ -207,6 +208,8 @@ def perlin_blend(
     frac = rng.uniform(0.01, 0.08)
     m = noise > np.quantile(noise, 1.0 - frac)
     # keep the largest blob and a few neighbours: at most 3 connected components
+    from scipy import ndimage  # lazily: `import structcore` stays scipy-free
+
     lab, n = ndimage.label(m)
     if n > 3:
         sizes = ndimage.sum(m, lab, index=np.arange(1, n + 1))

@@ -41,8 +41,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.stats import rankdata
 
 from ._validation import check_int
 
@@ -135,6 +133,8 @@ def fit_logistic(
         grad = np.concatenate([[g.sum()], z.T @ g + pen * b])
         return val, grad
 
+    from scipy.optimize import minimize  # lazily: `import structcore` stays scipy-free
+
     res = minimize(
         f,
         np.zeros(z.shape[1] + 1),
@@ -149,6 +149,8 @@ def _auroc(y: np.ndarray, s: np.ndarray) -> float:
     """Mann-Whitney AUROC (average ranks for ties) of scores ``s`` for 0/1 labels ``y``."""
     pos = np.asarray(y).astype(bool)
     n1, n0 = int(pos.sum()), int((~pos).sum())
+    from scipy.stats import rankdata
+
     r = rankdata(np.asarray(s, dtype=np.float64))
     return float((r[pos].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
 

@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
 from ._validation import as_float_array, check_positive_float
@@ -171,6 +170,8 @@ def _check_pixels(masks: object, maps: object) -> tuple[np.ndarray, np.ndarray]:
 
 def _regions(masks: np.ndarray) -> tuple[np.ndarray, int]:
     """Global region ids per pixel (0 = background) across images, and the region count."""
+    from scipy import ndimage  # lazily: `import structcore` stays scipy-free
+
     ids = np.zeros(masks.shape, dtype=np.int64)
     structure = np.ones((3, 3), dtype=bool)  # 8-connectivity, as MVTec's evaluation code
     total = 0

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from ._validation import check_choice, check_int
 
@@ -97,6 +96,8 @@ def _brushed_metal(size: int, rng: np.random.Generator) -> np.ndarray:
     angle = np.deg2rad(rng.uniform(-4.0, 4.0))
     noise = rng.normal(size=(size * 2, size * 2))
     # Long along x, short along y: streaks. Rotate slightly, then crop the middle.
+    from scipy import ndimage  # lazily: `import structcore` stays scipy-free
+
     streaks = ndimage.gaussian_filter(noise, sigma=(0.8, rng.uniform(18.0, 30.0)), mode="wrap")
     streaks = ndimage.rotate(streaks, np.rad2deg(angle), reshape=False, order=1, mode="wrap")
     o = size // 2
@@ -123,6 +124,8 @@ def _woven_fabric(size: int, rng: np.random.Generator) -> np.ndarray:
     warp = np.sin(np.pi * (u % 1.0)) ** 0.8
     weft = np.sin(np.pi * (v % 1.0)) ** 0.8
     shade = np.where(over, warp, weft)
+    from scipy import ndimage  # lazily: `import structcore` stays scipy-free
+
     fibre = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=0.7)
     fibre /= fibre.std() + 1e-12
     base = rng.uniform(0.45, 0.55)
@@ -143,6 +146,8 @@ def _ceramic_tiles(size: int, rng: np.random.Generator) -> np.ndarray:
     in_tile = np.clip(dist_edge - grout / 2 + 0.5, 0.0, 1.0)
     albedo_grid = rng.uniform(0.68, 0.76, size=(size // 40 + 4, size // 40 + 4))
     albedo = albedo_grid[iv % albedo_grid.shape[0], iu % albedo_grid.shape[1]]
+    from scipy import ndimage  # lazily: `import structcore` stays scipy-free
+
     speckle = ndimage.gaussian_filter(rng.normal(size=(size, size)), sigma=1.0)
     speckle /= speckle.std() + 1e-12
     surface = albedo + 0.025 * speckle

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from ..kernels.anomaly_map import _check_out, _validate
 
@@ -81,6 +80,8 @@ def anomaly_map(
     i0, i1, l0, l1 = _bilinear_taps(x.shape[2], width)
     x = x[:, :, i0] * l0[None, None, :] + x[:, :, i1] * l1[None, None, :]
     if sig > 0:
+        from scipy import ndimage  # here, not at import: `import structcore` stays scipy-free
+
         x = ndimage.gaussian_filter(x, sigma=(0.0, sig, sig), mode="reflect", truncate=4.0)
     maps = x.astype(np.float32)
     if out is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from .._components import (
     DESCRIPTOR_COMPONENTS,
@@ -161,6 +160,8 @@ def _threshold_stats(s: np.ndarray, t: float, connectivity: int) -> dict[str, fl
     )
 
     # -- connected components --
+    from scipy import ndimage  # lazily: `import structcore` stays scipy-free
+
     structure = ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
     labels, count = ndimage.label(above, structure=structure)
     out["cc_count"] = float(count)
