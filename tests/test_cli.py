@@ -356,9 +356,10 @@ def test_real_fit_predict_synthetic_calibration(tiny_mvtec: Path, tmp_path: Path
     cat = tiny_mvtec / "ceramic_tiles"
     model = tmp_path / "m.npz"
     argv = ["fit", str(cat / "train" / "good"), "-o", str(model), *REAL]
-    assert cli.main([*argv, "--calibration", "synthetic"]) == 0
+    assert cli.main([*argv, "--calibration", "synthetic", "--crossfit-bank", "coreset"]) == 0
     det = Detector.load(model)
     assert det.calibration == "synthetic" and det.weights_.shape == (3,)
+    assert det.crossfit_bank == "coreset" and det.lam == 0.0  # the default: max pooling
     out = tmp_path / "p.json"
     assert cli.main(["predict", str(model), str(cat / "test"), "-r", "-o", str(out), "-q"]) == 0
     doc = json.loads(out.read_text())
@@ -372,7 +373,8 @@ def test_real_demo_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     argv = ["demo", "--out", str(out), "--categories", "woven_fabric", "--n-train", "6"]
     argv += ["--n-test-good", "3", "--n-test-defect", "1", *REAL]
     assert cli.main(argv) == 0
-    assert "| **structcore** |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| **structcore** |" in printed and "| paper/l2/auto/train |" in printed
     for name in (
         "metrics.json",
         "results.md",

@@ -205,6 +205,12 @@ def _add_detector(p: argparse.ArgumentParser, *, backbone_default: str | None) -
     )
     g.add_argument("--folds", type=_positive_int, help="cross-fitting folds (5)")
     g.add_argument(
+        "--crossfit-bank",
+        choices=("masked", "coreset"),
+        help="bank that scores a held-out fold: the final coreset minus the fold's rows "
+        "(masked: one coreset in all) or a fresh coreset of the other folds (masked)",
+    )
+    g.add_argument(
         "--threshold-quantile",
         type=_fraction,
         help="decision threshold: this quantile of train-good scores (0.99)",
@@ -489,6 +495,7 @@ _DETECTOR_ARGS = (
     "lam",
     "calibration",
     "folds",
+    "crossfit_bank",
     "threshold_quantile",
     "seed",
     "device",
