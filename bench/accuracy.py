@@ -36,6 +36,14 @@ Those variants fit with the product's code (:func:`structcore.learned_calibratio
 :mod:`structcore.defects`) on the harness's cached maps, scored by its fresh fold coresets
 (the product's ``crossfit_bank="coreset"``; ``bench/synthetic_parity.py`` checks that the
 product reproduces them).
+
+``--crossfit-bank masked`` evaluates with the product's default fold banks instead (the final
+bank minus the held-out fold's rows, ``structcore.crossfit.masked_bank``): the cross-fitted
+good maps *and* the synthetic-defect maps (CutPaste + Perlin from
+``Detector.defect_features``, exactly as ``Detector.fit`` makes and scores them), so
+``learned/cp+perlin`` is what ``Detector(calibration="synthetic")`` scores by default
+(tests/test_research_ablation.py checks it on a small set). Every cross-fit-calibrated
+variant changes with it; cached separately (``maps_masked__``, ``synmaps_masked__``).
 """
 
 from __future__ import annotations
@@ -311,6 +319,13 @@ def main(argv: list[str] | None = None) -> int:
         "--no-synthetic", action="store_true", help="no synthetic-defect maps (no learned*)"
     )
     ap.add_argument("--build-only", action="store_true", help="fill the cache, score nothing")
+    ap.add_argument(
+        "--crossfit-bank",
+        choices=("coreset", "masked"),
+        default="coreset",
+        help="fold banks of the cross-fitted and synthetic-defect maps: fresh fold coresets "
+        "(issue 7/13 runs) or the product's default, the final bank minus the fold's rows",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "accuracy.json")
     args = ap.parse_args(argv)
 
@@ -353,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                     if args.only_cached
                     else lambda m: print(m, file=sys.stderr, flush=True),
                     compute=not args.only_cached,
+                    crossfit_bank=args.crossfit_bank,
                 )
             except FileNotFoundError:
                 print(f"skip {dname}/{bb}: not cached", file=sys.stderr)
@@ -374,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
                         if args.only_cached
                         else lambda m: print(m, file=sys.stderr, flush=True),
                         compute=not args.only_cached,
+                        crossfit_bank=args.crossfit_bank,
                     )
                     meta[f"{dname}/{bb}"]["synthetic"] = syn.meta
                 except FileNotFoundError:
@@ -433,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "argv": sys.argv,
+        "crossfit_bank": args.crossfit_bank,
         "results": results,
         "selection": report["selection"],
         "family_selection": fam_sel,

@@ -188,3 +188,68 @@ def test_ablation_uses_only_public_detector_api() -> None:
             if isinstance(node.ctx, ast.Store):
                 stores.append(f"{ast.unparse(node)} (line {node.lineno})")
     assert private == [] and stores == []
+
+
+def test_masked_harness_equals_product_synthetic_calibration(tmp_path: Path) -> None:
+    # --crossfit-bank masked: the harness's learned/cp+perlin is what
+    # Detector(calibration="synthetic") (default crossfit_bank="masked") scores.
+    from PIL import Image
+
+    from structcore import Detector
+    from structcore.research import variants
+    from structcore.research.synthetic_defects import load_or_compute_synthetic_maps
+
+    rng = np.random.default_rng(5)
+    imgs = []
+    for i in range(10):
+        p = tmp_path / f"img{i}.png"
+        base = rng.integers(80, 170, size=(12, 12, 3), dtype=np.uint8)
+        img = np.kron(base, np.ones((6, 6, 1), dtype=np.uint8))  # 72 x 72 blocks
+        img = np.clip(img + rng.integers(-10, 11, size=img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(p)
+        imgs.append(p)
+    train, test = imgs[:7], imgs[7:]
+    labels, defects = [0, 1, 1], ["good", "x", "x"]
+    cfg = ab.MapConfig("resnet18", resize=64, crop=64, dim=16, folds=3, coreset_ratio=0.3)
+    cache = tmp_path / "cache"
+    import structcore.features as feat
+
+    orig = feat.FeatureExtractor.__init__
+
+    def init(self, backbone, layers=None, weights="default", *args, **kwargs):
+        orig(self, backbone, layers, None, *args, **kwargs)
+
+    feat.FeatureExtractor.__init__ = init  # type: ignore[method-assign]
+    try:
+        ms = ab.load_or_compute_maps(
+            "t", train, test, labels, defects, cfg, cache, crossfit_bank="masked"
+        )
+        syn = load_or_compute_synthetic_maps("t", train, test, cfg, cache, crossfit_bank="masked")
+    finally:
+        feat.FeatureExtractor.__init__ = orig  # type: ignore[method-assign]
+    assert len(list(cache.glob("maps_masked__*.npz"))) == 1
+    assert not list(cache.glob("foldbanks__*.npz"))  # no fresh fold coresets
+    models: dict = {}
+    got = variants.score_variants(
+        ms, names=["learned/cp+perlin"], synthetic=syn, models=models, threads=1
+    )["learned/cp+perlin"]
+
+    det = Detector(**asdict(cfg), weights=None, calibration="synthetic").fit(train)
+    assert det.crossfit_bank == "masked"
+    pred = det.predict(test)
+    np.testing.assert_array_equal(ms.test_max, pred.score_max)
+    np.testing.assert_array_equal(ms.cal_max["crossfit"], det.train_max_["crossfit"])
+    prod = np.isin(syn.maker, ["cutpaste", "perlin"])
+    np.testing.assert_array_equal(syn.max[prod], det.synthetic_max_)
+    np.testing.assert_array_equal(syn.source[prod], det.synthetic_sources_)
+    model = models["learned/cp+perlin"]
+    assert not model.fallback  # a real learned score, not max pooling
+    np.testing.assert_allclose(model.a, det.weights_, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got, pred.score, rtol=1e-12, atol=1e-12)
+    assert np.abs(got - pred.score_max).max() > 1e-3  # and it differs from max pooling
+    # the cache gives the same maps again (no compute)
+    again = load_or_compute_synthetic_maps(
+        "t", train, test, cfg, cache, crossfit_bank="masked", compute=False
+    )
+    np.testing.assert_array_equal(again.max, syn.max)
+    np.testing.assert_array_equal(again.maker, syn.maker)

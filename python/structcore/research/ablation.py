@@ -39,10 +39,12 @@ __all__ = [
     "MapSet",
     "auroc",
     "auroc_matrix",
+    "bank_path",
     "config_hash",
     "crossfit_maps_from_banks",
     "family_stats",
     "fold_banks_path",
+    "load_final_bank",
     "load_or_compute_fold_banks",
     "load_or_compute_maps",
     "paired_bootstrap",
@@ -158,14 +160,16 @@ def load_or_compute_maps(
     log: Callable[[str], None] | None = None,
     compute: bool = True,
     crossfit: bool = True,
+    crossfit_bank: str = "coreset",
 ) -> MapSet:
     """Maps of a data set under ``cfg``: from the cache, else computed and cached.
 
     Three cache files under ``cache_dir`` (each written atomically):
     ``features__{name}__{backbone}__{h}.npz`` (train and test patch features),
-    ``bank__{name}__{backbone}__{h}.npz`` (the final bank) and
-    ``maps__{name}__{backbone}__{h}.npz`` (test maps, both calibration modes' maps, max
-    scores, folds). ``h`` hashes the relevant part of ``cfg`` and the image lists.
+    ``bank__{name}__{backbone}__{h}.npz`` (the final bank: its rows and the train image each
+    row was selected from) and ``maps__{name}__{backbone}__{h}.npz`` (test maps, both
+    calibration modes' maps, max scores, folds; ``maps_masked__...`` with
+    ``crossfit_bank="masked"``). ``h`` hashes the relevant part of ``cfg`` and the image lists.
 
     Parameters
     ----------
@@ -188,13 +192,26 @@ def load_or_compute_maps(
         False: skip the cross-fit fold banks and maps (the costly part at large maps);
         ``cal_maps``/``cal_max`` then hold ``"train"`` only, cached in a separate
         ``maps_nocf__...`` file (features and bank files are shared).
+    crossfit_bank : {"coreset", "masked"}
+        The bank that scores a held-out fold (the detector's parameter of the same name,
+        :mod:`structcore.crossfit`). ``"coreset"`` (the harness's default, as in the issue-7
+        and issue-13 runs): a fresh coreset of the other folds, cached
+        (``foldbanks__...``). ``"masked"`` (the product's default): the final bank without the
+        fold's rows (:func:`structcore.crossfit.masked_bank`, with the rows' sources of the
+        coreset selection), scored by :func:`structcore.crossfit.crossfit_maps`, as
+        :meth:`Detector.fit` does; the maps go to ``maps_masked__...``. The test maps and the
+        same-train maps do not depend on it.
 
     Returns
     -------
     MapSet
     """
+    from ..crossfit import CROSSFIT_BANKS, crossfit_maps, masked_bank
     from ..detector import Detector
+    from ..memory_bank import MemoryBank
 
+    if crossfit_bank not in CROSSFIT_BANKS:
+        raise ValueError(f"crossfit_bank must be one of {CROSSFIT_BANKS}; got {crossfit_bank!r}")
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
     lists = {"train": [str(p) for p in train], "test": [str(p) for p in test]}
@@ -206,6 +223,8 @@ def load_or_compute_maps(
     m_path = cache / f"maps__{stem}__{hm}.npz"
     if not crossfit:
         m_path = cache / f"maps_nocf__{stem}__{hm}.npz"
+    elif crossfit_bank == "masked":
+        m_path = cache / f"maps_masked__{stem}__{hm}.npz"
     lab = np.asarray(labels, dtype=np.int64)
     dfc = np.asarray(list(defects), dtype=str)
     if m_path.is_file():
@@ -230,9 +249,9 @@ def load_or_compute_maps(
     det = Detector(
         **asdict(cfg),
         calibration="train",
-        # the harness's cross-fit maps come from fresh fold coresets (its cached fold banks,
-        # which the synthetic-defect calibration reuses), as before the masked default
-        crossfit_bank="coreset",
+        # "coreset": the cross-fit maps come from fresh fold coresets (cached fold banks,
+        # which the synthetic-defect calibration reuses); "masked": the product's default
+        crossfit_bank=crossfit_bank,
         variants=False,
         threads=threads,
         batch_size=batch_size,
@@ -251,24 +270,41 @@ def load_or_compute_maps(
         timings["features"] = time.perf_counter() - t0
     d = f_train.shape[-1]
     t1 = time.perf_counter()
-    bank: np.ndarray | None = None
-    if b_path.is_file():
-        with np.load(b_path, allow_pickle=False) as z:
-            bank = z["bank"]
-    else:
+    p = det.validate_params()
+    final = load_final_bank(b_path, f_train, backend=det.backend, threads=det.threads)
+    if final is None:
         _log(log, f"[{stem}] coreset bank")
-    det.fit_features(f_train, bank=bank)
-    if bank is None:
-        _atomic_savez(b_path, bank=det.bank_)
+        # what Detector.fit builds (Detector._build_bank), kept with the rows' sources
+        final = MemoryBank.build(
+            f_train,
+            p["coreset_ratio"],
+            projection_dim=p["projection_dim"],
+            seed=p["seed"],
+            backend=det.backend,
+            threads=det.threads,
+        )
+        _atomic_savez(b_path, bank=final.vectors, sources=final.sources)
     else:
-        timings["bank_cached"] = 1.0  # fit_features below then excludes the coreset build
+        timings["bank_cached"] = 1.0
+    det.fit_features(f_train, bank=final.vectors)
     timings["fit_features"] = time.perf_counter() - t1  # bank (built or read) + fit
     cal_maps: dict[str, np.ndarray] = {}
     cal_max: dict[str, np.ndarray] = {}
     for mode in ("crossfit", "train") if crossfit else ("train",):
         t2 = time.perf_counter()
         _log(log, f"[{stem}] calibration maps ({mode})")
-        if mode == "crossfit":
+        if mode == "crossfit" and crossfit_bank == "masked":
+            # Detector.fit's pass: crossfit_maps with the final bank minus each fold's rows
+            cal_maps[mode], cal_max[mode] = crossfit_maps(
+                f_train,
+                folds=p["folds"],
+                seed=p["seed"],
+                k=p["k"],
+                batch_size=p["batch_size"],
+                build=lambda held: masked_bank(final, held),
+                score=lambda f, b: score_with_bank(det, f, b.vectors),
+            )
+        elif mode == "crossfit":
             # The fold banks are cached too (synthetic-defect calibration scores with them);
             # crossfit_maps_from_banks equals det.calibration_maps(f_train, "crossfit")
             # (tests/test_research_ablation.py checks it bit for bit).
@@ -285,6 +321,7 @@ def load_or_compute_maps(
     folds = det.crossfit_folds(len(train))
     meta = {
         "config": asdict(cfg),
+        "crossfit_bank": crossfit_bank if crossfit else None,
         "n_train": len(train),
         "n_test": len(test),
         "bank_rows": int(det.bank_.shape[0]),
@@ -301,6 +338,50 @@ def load_or_compute_maps(
         **{f"cal_max_{m}": v for m, v in cal_max.items()},
     )
     return MapSet(test_maps, test_max, lab, dfc, cal_maps, cal_max, folds, meta)
+
+
+def bank_path(
+    name: str,
+    train: Sequence[str | Path],
+    test: Sequence[str | Path],
+    cfg: MapConfig,
+    cache_dir: str | Path,
+) -> Path:
+    """Cache file of the final bank of a data set (see :func:`load_or_compute_maps`)."""
+    lists = {"train": [str(p) for p in train], "test": [str(p) for p in test]}
+    hm = config_hash(asdict(cfg), lists)
+    return Path(cache_dir) / f"bank__{name}__{cfg.backbone}__{hm}.npz"
+
+
+def load_final_bank(
+    path: str | Path,
+    f_train: np.ndarray | None = None,
+    *,
+    backend: str = "cpp",
+    threads: int | None = None,
+) -> Any:
+    """The cached final bank as a :class:`~structcore.memory_bank.MemoryBank` with
+    ``sources`` (the train image of each row), or None when ``path`` does not exist.
+
+    A bank file written before the sources were stored gets them from
+    :func:`structcore.crossfit.locate_rows` on ``f_train`` (what the detector does for a bank
+    given from outside; it can differ from the coreset's own sources only where two train
+    images hold bit-identical patch vectors).
+    """
+    from ..crossfit import locate_rows
+    from ..memory_bank import MemoryBank
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        vectors = z["bank"]
+        sources = z["sources"] if "sources" in z.files else None
+    if sources is None:
+        if f_train is None:
+            raise ValueError(f"{path} has no row sources; pass the train features")
+        sources = locate_rows(vectors, f_train)
+    return MemoryBank(vectors, backend=backend, threads=threads, sources=sources)
 
 
 def fold_banks_path(
