@@ -340,6 +340,20 @@ def load_or_compute_maps(
     return MapSet(test_maps, test_max, lab, dfc, cal_maps, cal_max, folds, meta)
 
 
+def _cache_path(
+    kind: str,
+    name: str,
+    train: Sequence[str | Path],
+    test: Sequence[str | Path],
+    cfg: MapConfig,
+    cache_dir: str | Path,
+) -> Path:
+    """``<cache_dir>/<kind>__<name>__<backbone>__<hash of cfg and the image lists>.npz``."""
+    lists = {"train": [str(p) for p in train], "test": [str(p) for p in test]}
+    hm = config_hash(asdict(cfg), lists)
+    return Path(cache_dir) / f"{kind}__{name}__{cfg.backbone}__{hm}.npz"
+
+
 def bank_path(
     name: str,
     train: Sequence[str | Path],
@@ -348,9 +362,7 @@ def bank_path(
     cache_dir: str | Path,
 ) -> Path:
     """Cache file of the final bank of a data set (see :func:`load_or_compute_maps`)."""
-    lists = {"train": [str(p) for p in train], "test": [str(p) for p in test]}
-    hm = config_hash(asdict(cfg), lists)
-    return Path(cache_dir) / f"bank__{name}__{cfg.backbone}__{hm}.npz"
+    return _cache_path("bank", name, train, test, cfg, cache_dir)
 
 
 def load_final_bank(
@@ -392,9 +404,7 @@ def fold_banks_path(
     cache_dir: str | Path,
 ) -> Path:
     """Cache file of the cross-fit fold banks of a data set (see :func:`load_or_compute_maps`)."""
-    lists = {"train": [str(p) for p in train], "test": [str(p) for p in test]}
-    hm = config_hash(asdict(cfg), lists)
-    return Path(cache_dir) / f"foldbanks__{name}__{cfg.backbone}__{hm}.npz"
+    return _cache_path("foldbanks", name, train, test, cfg, cache_dir)
 
 
 def load_or_compute_fold_banks(det: Any, f_train: np.ndarray, path: str | Path) -> list[np.ndarray]:
