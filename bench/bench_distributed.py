@@ -90,6 +90,12 @@ def main() -> int:
     ap.add_argument("--train", type=int, default=50, help="bottle train images for the model")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--root", type=Path, default=ROOT.parent / "shared/datasets/mvtec_ad/bottle")
+    ap.add_argument(
+        "--address",
+        default=None,
+        help="Ray address of a running cluster (e.g. 'auto' after `ray start --head`): the "
+        "ray rows then connect instead of starting Ray (start-up = connect + actors)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if not args.root.is_dir():
@@ -127,7 +133,9 @@ def main() -> int:
             if name == "local":
                 kw.update(engine="local", threads_per_worker=args.workers)
             else:
-                kw.update(engine="ray", workers=args.workers, threads_per_worker=1)
+                kw.update(
+                    engine="ray", workers=args.workers, threads_per_worker=1, address=args.address
+                )
             if name == "ray+kill":
                 trace = work / f"trace-{r}"
                 trace.mkdir()
