@@ -291,40 +291,15 @@ def test_resume_after_killed_driver_local(data, tmp_path):
 
 def test_cli_score(data, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(
-        [
-            "score",
-            str(data["model"]),
-            str(data["test"]),
-            "--out",
-            str(out),
-            "-q",
-            "--batch-size",
-            "4",
-            "--maps",
-            str(tmp_path / "maps"),
-        ]
-    )
+    argv = ["score", str(data["model"]), str(data["test"]), "--out", str(out), "-q"]
+    argv += ["--batch-size", "4", "--maps", str(tmp_path / "maps")]
+    rc = main(argv)
     assert rc == 1  # some images failed: documented status 1, every row still written
     _check_output(out, data, maps=True)
     captured = capsys.readouterr()
     assert json.loads(captured.out)["failed"] == 3
     assert main(["score", str(data["model"]), str(data["test"]), "--out", str(out), "-q"]) == 2
-    rc = main(
-        [
-            "score",
-            str(data["model"]),
-            str(data["test"]),
-            "--out",
-            str(out),
-            "-q",
-            "--batch-size",
-            "4",
-            "--maps",
-            str(tmp_path / "maps"),
-            "--resume",
-        ]
-    )
+    rc = main([*argv, "--resume"])
     assert rc == 1 and json.loads(capsys.readouterr().out)["scored"] == 0
     good = tmp_path / "good"
     good.mkdir()
