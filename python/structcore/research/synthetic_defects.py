@@ -76,6 +76,35 @@ class SyntheticMaps:
     meta: dict[str, Any]
 
 
+def _cached_defect_features(
+    path: Path,
+    det: Any,
+    train: Sequence[str],
+    makers: Sequence[str],
+    seed: int,
+    cfg: Any,
+    log: Callable[[str], None] | None,
+    message: str,
+) -> np.ndarray:
+    """Features (len(train) * len(makers), h, w, D) of the ``makers``' defects on ``train``
+    (image by image, makers in order), read from ``path`` or computed and cached there."""
+    from . import ablation as ab
+
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            return z["features"]
+    if log is not None:
+        log(message)
+    images = []
+    for i, p in enumerate(train):
+        images += defect_images(
+            read_image(p), i, seed=seed, makers=makers, resize=cfg.resize, crop=cfg.crop
+        )
+    feats = det.features(images)
+    ab._atomic_savez(path, features=feats)
+    return feats
+
+
 def load_or_compute_synthetic_maps(
     name: str,
     train: Sequence[str | Path],
@@ -154,19 +183,16 @@ def load_or_compute_synthetic_maps(
     )
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    if f_path.is_file():
-        with np.load(f_path, allow_pickle=False) as z:
-            feats = z["features"]
-    else:
-        if log is not None:
-            log(f"[{stem}] synthetic defects: {len(makers)} x {n} images, features")
-        images = []
-        for i, p in enumerate(lists["train"]):
-            images += defect_images(
-                read_image(p), i, seed=seed, makers=makers, resize=cfg.resize, crop=cfg.crop
-            )
-        feats = det.features(images)
-        ab._atomic_savez(f_path, features=feats)
+    feats = _cached_defect_features(
+        f_path,
+        det,
+        lists["train"],
+        makers,
+        seed,
+        cfg,
+        log,
+        f"[{stem}] synthetic defects: {len(makers)} x {n} images, features",
+    )
     timings["features"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     fb_path = ab.fold_banks_path(name, train, test, cfg, cache)
@@ -262,19 +288,16 @@ def _masked_synthetic_maps(
     feats, source, maker = f_prod, s_prod, m_prod
     if extra:
         x_path = cache / f"synfeat__{stem}__{hx}.npz"
-        if x_path.is_file():
-            with np.load(x_path, allow_pickle=False) as z:
-                f_x = z["features"]
-        else:
-            if log is not None:
-                log(f"[{stem}] synthetic defects ({', '.join(extra)}): {n} images")
-            images = []
-            for i, p in enumerate(lists["train"]):
-                images += defect_images(
-                    read_image(p), i, seed=seed, makers=extra, resize=cfg.resize, crop=cfg.crop
-                )
-            f_x = det.features(images)
-            ab._atomic_savez(x_path, features=f_x)
+        f_x = _cached_defect_features(
+            x_path,
+            det,
+            lists["train"],
+            extra,
+            seed,
+            cfg,
+            log,
+            f"[{stem}] synthetic defects ({', '.join(extra)}): {n} images",
+        )
         feats = np.concatenate([f_prod, f_x])
         source = np.r_[s_prod, np.repeat(np.arange(n), len(extra))]
         maker = np.r_[m_prod, np.tile(np.asarray(extra, dtype=str), n)]
