@@ -116,3 +116,26 @@ def cpu_pressure() -> float | None:
         return float(first.split()[1].split("=")[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def delta_table(
+    res: Mapping[str, Mapping[str, Mapping[str, float]]],
+    variants: list[str],
+    sets: list[str],
+    digits: int = 4,
+) -> str:
+    """Markdown table, a row per variant and a column per set: ``max``'s AUROC, every other
+    variant's delta to it with its bootstrap interval, ``+``/``-`` when the interval excludes 0
+    (``res[set][variant]`` holds ``auroc`` or ``delta``, ``lo``, ``hi``)."""
+    lines = ["| variant | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    for v in variants:
+        cells = []
+        for k in sets:
+            e = res[k][v]
+            if v == "max":
+                cells.append(f"{e['auroc']:.{digits}f}")
+            else:
+                mark = "+" if e["lo"] > 0 else ("-" if e["hi"] < 0 else "")
+                cells.append(f"{e['delta']:+.{digits}f} [{e['lo']:+.3f},{e['hi']:+.3f}]{mark}")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

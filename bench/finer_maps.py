@@ -26,6 +26,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
 
+from _common import delta_table  # noqa: E402
 from structcore.datasets import load_magnetic_tile, load_mask  # noqa: E402
 from structcore.research import ablation  # noqa: E402
 from structcore.research import variants as sv  # noqa: E402
@@ -158,18 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             f"pixel AUROC {r['pixel_auroc']:.4f}, features {r['features_s_per_image']:.3f} "
             f"s/img, kNN+map {r['test_maps_s_per_image']:.3f} s/img"
         )
-        print("| variant | " + " | ".join(sets) + " |")
-        print("|---|" + "---|" * len(sets))
-        for v in scores:
-            cells = []
-            for k in sets:
-                e = res[k][v]
-                if v == "max":
-                    cells.append(f"{e['auroc']:.3f}")
-                else:
-                    mark = "+" if e["lo"] > 0 else ("-" if e["hi"] < 0 else "")
-                    cells.append(f"{e['delta']:+.3f} [{e['lo']:+.3f},{e['hi']:+.3f}]{mark}")
-            print(f"| {v} | " + " | ".join(cells) + " |")
+        print(delta_table(res, list(scores), list(sets), digits=3))
         sys.stdout.flush()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=str))

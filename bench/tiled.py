@@ -28,6 +28,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "python"))
 
+from _common import delta_table  # noqa: E402
 from structcore.datasets import load_magnetic_tile  # noqa: E402
 from structcore.research import ablation  # noqa: E402
 from structcore.research import tiling as tl  # noqa: E402
@@ -228,18 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         f"tiles/img {out['tiles_per_image']}"
     )
     print(f"diagnostics: {json.dumps(diag)}")
-    print("| variant | " + " | ".join(sets) + " |")
-    print("|---|" + "---|" * len(sets))
-    for v in scores:
-        cells = []
-        for k in sets:
-            e = res[k][v]
-            if v == "max":
-                cells.append(f"{e['auroc']:.4f}")
-            else:
-                mark = "+" if e["lo"] > 0 else ("-" if e["hi"] < 0 else "")
-                cells.append(f"{e['delta']:+.4f} [{e['lo']:+.3f},{e['hi']:+.3f}]{mark}")
-        print(f"| {v} | " + " | ".join(cells) + " |")
+    print(delta_table(res, list(scores), list(sets), digits=4))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1, default=str))
     return 0
