@@ -62,8 +62,7 @@ def test_product_loads_no_research_module() -> None:
 def test_import_stays_light() -> None:
     """``import structcore`` (and the CLI, Detector, Scorer) load no SciPy submodule: the
     reference kernels and the defect makers import ``scipy.ndimage`` when called. Every Ray
-    actor, CLI call and embedding application pays the import (0.15-0.35 s of scipy.ndimage
-    measured on the 2-core development machine)."""
+    actor, CLI call and embedding application pays the import."""
     code = (
         "import json, sys\n"
         "import structcore, structcore.cli\n"

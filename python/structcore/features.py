@@ -405,7 +405,7 @@ class FeatureExtractor:
         )
 
         # The stages after the deepest chosen layer (and the classifier head) never run: free
-        # their tensors (WideResNet-50-2 at layer2+layer3: 263 -> 97 MiB of weights per
+        # their tensors (WideResNet-50-2 at layer2+layer3: 263 -> 95 MiB of weights per
         # process; what a Ray actor or an embedding application keeps resident).
         _free_unused(model, used)
         model.eval()
