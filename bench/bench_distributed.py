@@ -50,13 +50,62 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "distributed.json"
 
 
-def _fit(root: Path, n_train: int, model: Path) -> None:
+def _fit(root: Path, n_train: int, model: Path, coreset_ratio: float = 0.1) -> None:
     from structcore import Detector
 
     train = sorted(str(p) for p in (root / "train" / "good").glob("*.png"))[:n_train]
-    det = Detector("mobilenet_v2", progress=False)
+    det = Detector("mobilenet_v2", coreset_ratio=coreset_ratio, progress=False)
     det.fit(train)
     det.save(model)
+
+
+def _memory_rows(
+    args: argparse.Namespace, work: Path, paths: list[str], small: Path
+) -> dict[str, Any]:
+    """Private memory each worker gains by loading the model, for the bench's small model and
+    a large one (``--memory-train`` images at ``--memory-ratio``: a bank of tens of MiB),
+    with ``ray`` (bank from the object store, shared) and ``local`` (this process, own copy).
+
+    The difference large - small is what the model file's content costs per worker; the
+    rest of each gain is the backbone (torchvision modules and weights, from the torch
+    cache), which is the same for both models."""
+    from structcore.distributed import score
+
+    large = work / "model-large.npz"
+    t0 = time.perf_counter()
+    _fit(args.root, args.memory_train, large, args.memory_ratio)
+    print(
+        f"\nmemory: large model {large.stat().st_size / 2**20:.1f} MiB (fit "
+        f"{time.perf_counter() - t0:.1f} s on {args.memory_train} images, coreset ratio "
+        f"{args.memory_ratio}), small model {small.stat().st_size / 2**20:.1f} MiB",
+        flush=True,
+    )
+    few = paths[: 2 * args.workers * args.batch_size]
+    out: dict[str, Any] = {"large_model_bytes": large.stat().st_size}
+    for engine in ("ray", "local"):
+        gains: dict[str, list[float]] = {}
+        for label, model in (("small", small), ("large", large)):
+            kw: dict[str, Any] = {"batch_size": args.batch_size, "progress": False}
+            if engine == "ray":
+                kw.update(engine="ray", workers=args.workers, threads_per_worker=1)
+            else:
+                kw.update(engine="local", threads_per_worker=args.workers)
+            s = score(few, model, work / f"mem-{engine}-{label}", **kw)
+            gains[label] = [
+                (m["private_after_load"] - m["private_before_load"]) / 2**20
+                for m in s.worker_memory
+            ]
+            out[f"{engine}_{label}"] = s.worker_memory
+        diff = [b - a for a, b in zip(gains["small"], gains["large"], strict=False)]
+        out[f"{engine}_model_cost_mib"] = diff
+        print(
+            f"memory {engine:5s}: gain at load small {[f'{g:.1f}' for g in gains['small']]} "
+            f"MiB, large {[f'{g:.1f}' for g in gains['large']]} MiB: the large model's "
+            f"content costs {[f'{d:+.1f}' for d in diff]} MiB per worker (file "
+            f"{large.stat().st_size / 2**20:.1f} MiB)",
+            flush=True,
+        )
+    return out
 
 
 def _inputs(root: Path, n: int, folder: Path) -> tuple[list[str], dict[str, str]]:
@@ -96,6 +145,14 @@ def main() -> int:
         help="Ray address of a running cluster (e.g. 'auto' after `ray start --head`): the "
         "ray rows then connect instead of starting Ray (start-up = connect + actors)",
     )
+    ap.add_argument(
+        "--memory-train",
+        type=int,
+        default=0,
+        help="also fit a large model on this many bottle train images (0: skip) and report "
+        "the private memory its content costs each worker (ray: shared bank; local: a copy)",
+    )
+    ap.add_argument("--memory-ratio", type=float, default=1.0, help="the large model's coreset")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args()
     if not args.root.is_dir():
@@ -175,6 +232,36 @@ def main() -> int:
                 flush=True,
             )
 
+    med: dict[str, float] = {}
+    extra: list[float] = []
+    if args.repeats:
+        med, extra = _summarise(rows, args, model_bytes)
+    memory = _memory_rows(args, work, paths, model) if args.memory_train > 0 else None
+    print(f"load after: {load_avg()}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "cpu": cpu_model(),
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "model_bytes": model_bytes,
+                "median_images_per_s": med,
+                "efficiency_ray_vs_local": med["ray"] / med["local"] if med else None,
+                "kill_extra_time": extra,
+                "runs": rows,
+                "memory": memory,
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _summarise(
+    rows: dict[str, list[dict[str, Any]]], args: argparse.Namespace, model_bytes: int
+) -> tuple[dict[str, float], list[float]]:
+    """Print the timing table, the kill figures and the actors' memory; (medians, extra)."""
     med = {k: statistics.median(x["images_per_s"] for x in v) for k, v in rows.items()}
     extra = [
         k["wall_s"] / n["wall_s"] - 1 for k, n in zip(rows["ray+kill"], rows["ray"], strict=True)
@@ -199,24 +286,7 @@ def main() -> int:
             f"{model_bytes / 2**20:.1f} MiB), {m['private_now'] / 2**20:.0f} at the end; bank "
             f"shared: {m['bank_shared']}"
         )
-    print(f"load after: {load_avg()}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "cpu": cpu_model(),
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "model_bytes": model_bytes,
-                "median_images_per_s": med,
-                "efficiency_ray_vs_local": med["ray"] / med["local"],
-                "kill_extra_time": extra,
-                "runs": rows,
-            },
-            indent=2,
-        )
-    )
-    print(f"wrote {args.out}")
-    return 0
+    return med, extra
 
 
 if __name__ == "__main__":
