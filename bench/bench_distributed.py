@@ -27,7 +27,12 @@ kill run the unique rows, their largest difference to ``Detector.predict`` (the 
 computed once per distinct image), the images scored more than once (from the attempt
 trace) and the extra time over the same round's ``ray`` run; per actor, its private memory
 (USS) before and after loading the model and whether the memory bank is the object store's
-shared copy. Nothing here asserts.
+shared copy. With ``--memory-train N`` (``--repeats 0`` runs only this part) a second, large
+model is fitted (N train images at ``--memory-ratio``, default 1.0: every patch in the bank)
+and both models score a few images with each engine: the difference of the workers' private
+memory gained at load (large - small) is what the model file's content costs each worker
+(``ray``: the object store's shared bank; ``local``: this process's own copy; the local gains
+themselves also include heap trimmed from this process's earlier work). Nothing here asserts.
 """
 
 from __future__ import annotations

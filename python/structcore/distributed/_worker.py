@@ -37,6 +37,7 @@ __all__ = [
     "ChunkScorer",
     "file_sha256",
     "private_bytes",
+    "release_free_heap",
 ]
 
 
@@ -69,6 +70,30 @@ def private_bytes() -> int:
         if line.startswith(("Private_Clean:", "Private_Dirty:")):
             kb += int(line.split()[1])
     return kb * 1024
+
+
+def release_free_heap() -> bool:
+    """Return the C heap's free memory to the operating system (glibc ``malloc_trim(0)``).
+
+    Loading a model reads its arrays through temporary buffers; once the bank is replaced
+    by the object store's shared copy, glibc keeps the freed heap pages mapped (they sit
+    below other allocations), so every worker would hold them privately for its whole life.
+    Returns False where there is no glibc (other C libraries, other systems): nothing done.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        trim = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS): no malloc_trim
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
 
 
 def _save_npy(fh: IO[bytes], arr: np.ndarray) -> None:
@@ -173,6 +198,7 @@ class ChunkScorer:
                 det.bank_ = shared_bank  # same values, one copy per node instead of per actor
                 self.bank_shared = True
             del bank
+        release_free_heap()  # the private copy and the reading buffers, now unused
         self.detector = det
         self.private_after_load = private_bytes()
         self.pid = os.getpid()
