@@ -379,8 +379,10 @@ def test_release_free_heap_returns_freed_pages():
 
     from structcore.distributed._worker import private_bytes, release_free_heap
 
-    if sys.platform != "linux" or private_bytes() < 0 or "libc.so" not in str(
-        ctypes.util.find_library("c")
+    if (
+        sys.platform != "linux"
+        or private_bytes() < 0
+        or "libc.so" not in str(ctypes.util.find_library("c"))
     ):
         pytest.skip("needs Linux with glibc and /proc/self/smaps_rollup")
     release_free_heap()
