@@ -168,3 +168,60 @@ def test_weights_must_match(fitted: Detector, saved, tmp_path) -> None:
     loaded = Detector.load(saved, weights=str(same))
     x = _images(2, 4)
     np.testing.assert_array_equal(loaded.predict(x).score, fitted.predict(x).score)
+
+
+# ------------------------------------------------------------------ a bank in shared memory
+
+
+def _shared_bank(path, tmp_path, name="bank.npy"):
+    """The file's bank as a read-only memory map (what many processes can share)."""
+    with np.load(path, allow_pickle=False) as npz:
+        np.save(tmp_path / name, npz["bank"])
+    return np.load(tmp_path / name, mmap_mode="r")
+
+
+def test_load_with_shared_bank_uses_it_and_predicts_the_same(fitted: Detector, saved, tmp_path):
+    shared = _shared_bank(saved, tmp_path)
+    loaded = Detector.load(saved, shared_bank=shared)
+    # no private copy: the detector's bank is (a view of) the shared memory
+    assert np.shares_memory(loaded.bank_, shared) and loaded.bank_.shape == shared.shape
+    x = _images(3, 4)
+    a, b = fitted.predict(x), loaded.predict(x)
+    for name in ("maps", "score_max", "score", "descriptor", "is_anomalous"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+
+
+def test_shared_bank_must_be_the_files_bank(saved, tmp_path) -> None:
+    from structcore.io import SharedArrayMismatch, read_model_file
+
+    shared = np.array(_shared_bank(saved, tmp_path))
+    for bad, what in (
+        (shared[:-1].copy(), "shape"),
+        (shared.astype(np.float64), "dtype"),
+    ):
+        with pytest.raises(SharedArrayMismatch, match="shared array 'bank' has dtype"):
+            Detector.load(saved, shared_bank=bad)
+    last = shared.copy()
+    last[-1, -1] = np.nextafter(last[-1, -1], np.float32(np.inf))  # one ulp, in the last block
+    with pytest.raises(ValueError, match="values differ from the file's entry"):
+        Detector.load(saved, shared_bank=last)
+    with pytest.raises(TypeError, match="shared_bank must be a numpy array"):
+        Detector.load(saved, shared_bank=shared.tolist())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="C-contiguous"):
+        Detector.load(saved, shared_bank=np.asfortranarray(shared))
+    with pytest.raises(SharedArrayMismatch, match="no such entry"):
+        read_model_file(saved, shared={"metadata": np.zeros(3, np.uint8)})
+    with pytest.raises(TypeError, match="shared must be a dict"):
+        read_model_file(saved, shared=[shared])  # type: ignore[arg-type]
+
+
+def test_shared_bank_does_not_skip_verification(saved, tmp_path) -> None:
+    """A tampered file fails its checksum even when the caller supplies the tampered bank:
+    the shared array is hashed as the entry it stands for."""
+    with np.load(saved, allow_pickle=False) as npz:
+        bank = npz["bank"].copy()
+    bank[0, 0] += 1.0
+    bad = tmp_path / "tampered.npz"
+    _rewrite(saved, bad, arrays_update={"bank": bank})
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        Detector.load(bad, shared_bank=bank)

@@ -1220,7 +1220,12 @@ class Detector:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike[str], *, weights: object = "config", device: object = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        weights: object = "config",
+        device: object = None,
+        shared_bank: np.ndarray | None = None,
     ) -> Detector:
         """Read a detector written by :meth:`save`.
 
@@ -1233,15 +1238,28 @@ class Detector:
             must match the saved one.
         device : str or None
             Override of the saved ``device``.
+        shared_bank : ndarray of shape (M, D), float32, C-contiguous, optional
+            The file's memory bank, already in memory this process shares with others (a
+            read-only view of Ray's object store, a memory-mapped file): the file's bank is
+            compared with it block by block and ``bank_`` *is* this array, so many
+            processes on a node hold one bank and none of them ever reads a private copy.
 
         Raises
         ------
         FileNotFoundError
             No file at ``path``.
         ValueError
-            Truncated, tampered, wrong-version or inconsistent files; mismatching weights.
+            Truncated, tampered, wrong-version or inconsistent files; mismatching weights;
+            :class:`structcore.io.SharedArrayMismatch` when ``shared_bank`` is not the
+            file's bank.
+        TypeError
+            ``shared_bank`` is not a numpy array.
         """
-        state = read_state(path)
+        if shared_bank is not None and not isinstance(shared_bank, np.ndarray):
+            raise TypeError(
+                f"shared_bank must be a numpy array or None; got {type(shared_bank).__name__}"
+            )
+        state = read_state(path, shared=None if shared_bank is None else {"bank": shared_bank})
         try:
             return cls.from_state(state, weights=weights, device=device)
         except InvalidModelFile as exc:

@@ -88,6 +88,7 @@ __all__ = [
     "READABLE_VERSIONS",
     "DetectorState",
     "InvalidModelFile",
+    "SharedArrayMismatch",
     "array_checksum",
     "invalid_file_error",
     "read_model_file",
@@ -167,7 +168,7 @@ def _update_arrays(h: Any, arrays: dict[str, np.ndarray]) -> None:
             a = a.astype(a.dtype.newbyteorder("<"))
         shape = ",".join(str(s) for s in a.shape)
         h.update(f"{name}|{a.dtype.str}|{shape}|".encode())
-        h.update(a.tobytes(order="C"))
+        h.update(a.reshape(-1).view(np.uint8).data)  # the C-order bytes, without a copy
 
 
 def _jsonable(value: Any) -> Any:
@@ -271,8 +272,44 @@ def _reject_constant(token: str) -> float:
     raise _Bad(f"the metadata holds the non-finite number {token} (not allowed)")
 
 
-def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.ndarray:
-    """One ``.npy`` entry, after checking its header against the entry's declared size."""
+class SharedArrayMismatch(ValueError):
+    """An array passed to :func:`read_model_file` (``shared=``) is not the file's entry."""
+
+
+#: Bytes compared per step when an entry is checked against a shared array.
+_COMPARE_BLOCK = 1 << 20
+
+
+def _compare_npy(fh: IO[bytes], name: str, nbytes: int, expect: np.ndarray) -> None:
+    """Read ``nbytes`` of entry data from ``fh`` block by block and check that they equal
+    ``expect``'s bytes (so the entry is verified without a private copy of it)."""
+    flat = expect.reshape(-1).view(np.uint8)
+    buf = np.empty(min(_COMPARE_BLOCK, max(nbytes, 1)), dtype=np.uint8)
+    view = memoryview(buf)
+    got = 0
+    while got < nbytes:
+        n = fh.readinto(view[: min(len(buf), nbytes - got)])  # type: ignore[attr-defined]
+        if not n:
+            raise _Bad(f"entry {name!r} is truncated")
+        if not np.array_equal(buf[:n], flat[got : got + n]):
+            raise SharedArrayMismatch(
+                f"shared array {name[: -len('.npy')]!r}: its values differ from the file's "
+                f"entry (first difference within bytes {got}-{got + n})"
+            )
+        got += n
+
+
+def _read_npy(
+    zf: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    budget: int,
+    expect: np.ndarray | None = None,
+) -> np.ndarray:
+    """One ``.npy`` entry, after checking its header against the entry's declared size.
+
+    With ``expect`` (an array the caller already holds, e.g. in shared memory), the entry's
+    data are compared with it block by block and ``expect`` itself is returned: no copy of
+    the entry is made. :class:`SharedArrayMismatch` when dtype, shape or bytes differ."""
     with zf.open(info) as fh:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
@@ -304,6 +341,17 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.nda
                 f"entry {info.filename!r}: its header declares {nbytes} bytes of data but the "
                 f"entry holds {info.file_size - header_len} (truncated or corrupted)"
             )
+        if expect is not None:
+            if expect.dtype.str != dtype.str or expect.shape != shape:
+                raise SharedArrayMismatch(
+                    f"shared array {info.filename[: -len('.npy')]!r} has dtype "
+                    f"{expect.dtype.str} shape {list(expect.shape)}; the file's entry "
+                    f"{dtype.str} {list(shape)}"
+                )
+            _compare_npy(fh, info.filename, nbytes, expect)
+            if fh.read(1):  # reads to the end, so the ZIP CRC is verified
+                raise _Bad(f"entry {info.filename!r} holds more data than its header declares")
+            return expect
         arr = np.empty(shape, dtype=dtype)
         view = memoryview(arr.reshape(-1).view(np.uint8)) if count else memoryview(b"")
         got = 0
@@ -319,7 +367,9 @@ def _read_npy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, budget: int) -> np.nda
 
 def _read_archive(
     fileobj: IO[bytes],
+    shared: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray], bytes]:
+    shared = shared or {}
     with zipfile.ZipFile(fileobj) as zf:
         infos = zf.infolist()
         if len(infos) > MAX_ENTRIES:
@@ -337,6 +387,9 @@ def _read_archive(
                 )
         if "metadata.npy" not in names:
             raise _Bad("no 'metadata' entry")
+        missing = sorted(set(shared) - {n[: -len(".npy")] for n in names if n != "metadata.npy"})
+        if missing:
+            raise SharedArrayMismatch(f"shared arrays {missing}: the file has no such entry")
         total = sum(i.file_size for i in infos if i.filename != "metadata.npy")
         if total > MAX_FILE_BYTES:
             raise _Bad(
@@ -358,9 +411,10 @@ def _read_archive(
         for info in infos:
             if info is meta_info:
                 continue
-            arr = _read_npy(zf, info, budget)
+            stem = info.filename[: -len(".npy")]
+            arr = _read_npy(zf, info, budget, shared.get(stem))
             budget -= arr.nbytes
-            contents[info.filename[: -len(".npy")]] = arr
+            contents[stem] = arr
     return meta, contents, text
 
 
@@ -411,8 +465,25 @@ def _verify(meta: dict[str, Any], contents: dict[str, np.ndarray], text: bytes) 
         raise _Bad("checksum mismatch (the file was modified or corrupted)")
 
 
+def _check_shared(shared: object) -> dict[str, np.ndarray]:
+    if shared is None:
+        return {}
+    if not isinstance(shared, dict):
+        raise TypeError(f"shared must be a dict of entry name to ndarray; got {type(shared)}")
+    for key, arr in shared.items():
+        if not isinstance(key, str):
+            raise TypeError(f"shared: keys must be entry names (str); got {key!r:.80}")
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"shared[{key!r}] must be a numpy array; got {type(arr).__name__}")
+        if not arr.flags.c_contiguous:
+            raise ValueError(f"shared[{key!r}] must be C-contiguous (a shared, unstrided copy)")
+    return dict(shared)
+
+
 def read_model_file(
     source: str | os.PathLike[str] | bytes,
+    *,
+    shared: dict[str, np.ndarray] | None = None,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Read and verify a detector file without building the detector.
 
@@ -420,6 +491,11 @@ def read_model_file(
     ----------
     source : str, path-like or bytes
         The file, or its content.
+    shared : dict of str to ndarray, optional
+        Arrays the caller already holds with the same values as entries of the file (e.g.
+        the memory bank in shared memory, read-only): each such entry is compared with its
+        array block by block instead of being copied, and the array itself is returned in
+        ``arrays`` (verified by the same checksum as a read entry).
 
     Returns
     -------
@@ -434,7 +510,12 @@ def read_model_file(
         ``source`` is a path that does not exist.
     ValueError
         Anything wrong with the content (see the module docstring).
+    SharedArrayMismatch
+        (a ``ValueError``) An array of ``shared`` is not the file's entry of that name.
+    TypeError
+        ``shared`` is not a dict of str to ndarray.
     """
+    shared_arrays = _check_shared(shared)
     if isinstance(source, (bytes, bytearray, memoryview)):
         name: object = "<bytes>"
         opened: IO[bytes] = io.BytesIO(bytes(source))
@@ -445,10 +526,12 @@ def read_model_file(
         opened = open(name, "rb")  # type: ignore[arg-type]  # noqa: SIM115
     try:
         with opened:
-            meta, contents, text = _read_archive(opened)
+            meta, contents, text = _read_archive(opened, shared_arrays)
             _verify(meta, contents, text)
     except _Bad as exc:
         raise _bad(name, str(exc)) from None
+    except SharedArrayMismatch:
+        raise
     except (
         zipfile.BadZipFile,
         zipfile.LargeZipFile,
@@ -554,6 +637,11 @@ def _finite(value: object, what: str) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def _all_finite(a: np.ndarray, rows: int = 8192) -> bool:
+    """``np.isfinite(a).all()`` in blocks of rows (no temporary the size of a large bank)."""
+    return all(bool(np.isfinite(a[i : i + rows]).all()) for i in range(0, len(a), rows))
+
+
 def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> DetectorState:
     """Check every metadata field the detector uses and its agreement with the arrays."""
     config = meta.get("config")
@@ -605,7 +693,7 @@ def _parse(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> DetectorState
         raise _Bad("arrays inconsistent with the metadata (mu/sigma)")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all() and bool(np.all(sigma > 0))):
         raise _Bad("arrays inconsistent with the metadata (mu/sigma must be finite, sigma > 0)")
-    if not np.isfinite(bank).all():
+    if not _all_finite(bank):
         raise _Bad("the bank holds NaN or Inf values")
     for mode in modes:
         phi = arrays.get(f"train_phi.{mode}")
@@ -673,13 +761,17 @@ def _weights(
     return arr
 
 
-def read_state(source: str | os.PathLike[str] | bytes) -> DetectorState:
+def read_state(
+    source: str | os.PathLike[str] | bytes, *, shared: dict[str, np.ndarray] | None = None
+) -> DetectorState:
     """Read, verify and parse a model file into a :class:`DetectorState`.
 
     Parameters
     ----------
     source : str, path-like or bytes
         The file, or its content.
+    shared : dict of str to ndarray, optional
+        As in :func:`read_model_file` (e.g. ``{"bank": shared_bank}``).
 
     Returns
     -------
@@ -693,7 +785,7 @@ def read_state(source: str | os.PathLike[str] | bytes) -> DetectorState:
         Anything wrong with the file (see the module docstring): one message starting with
         the path and ``is not a valid structcore detector file``.
     """
-    meta, arrays = read_model_file(source)
+    meta, arrays = read_model_file(source, shared=shared)
     try:
         return _parse(meta, arrays)
     except InvalidModelFile as exc:

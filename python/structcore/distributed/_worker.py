@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..io import SharedArrayMismatch
 from ._inputs import is_uri
 from ._sink import (
     ATTEMPTS_DIR,
@@ -145,8 +146,9 @@ class ChunkScorer:
     cwd : str
         The driver's working directory: relative input paths are read from there.
     shared_bank : ndarray or None
-        A read-only view of the model's bank in shared memory (the Ray object store); used
-        instead of the private copy that loading made when it holds the same values.
+        A read-only view of the model's bank in shared memory (the Ray object store): the
+        detector's bank when it holds the file's values (``Detector.load(shared_bank=)``,
+        compared while reading: no private copy is made), else the file is loaded as usual.
     fault : dict or None
         Test-only fault injection: ``{"after_images", "phase", "marker"}`` (see
         :meth:`_maybe_die`), or ``{"phase": "poison", "path_contains": s}`` (every call
@@ -183,22 +185,18 @@ class ChunkScorer:
         self.trace = trace
         torch.set_num_threads(threads)
         self.private_before_load = private_bytes()
-        det = Detector.load(model_path)
+        det = None
+        if shared_bank is not None:
+            try:  # the file's bank is checked against the shared one, never copied
+                det = Detector.load(model_path, shared_bank=shared_bank)
+            except SharedArrayMismatch:  # another file than the driver's: a private copy
+                det = None
+        self.bank_shared = det is not None
+        if det is None:
+            det = Detector.load(model_path)
         det.threads = threads
         det.progress = False
-        self.bank_shared = False
-        if shared_bank is not None:
-            bank = getattr(det, "bank_", None)
-            if (
-                isinstance(bank, np.ndarray)
-                and bank.dtype == shared_bank.dtype
-                and bank.shape == shared_bank.shape
-                and np.array_equal(bank, shared_bank)
-            ):
-                det.bank_ = shared_bank  # same values, one copy per node instead of per actor
-                self.bank_shared = True
-            del bank
-        release_free_heap()  # the private copy and the reading buffers, now unused
+        release_free_heap()  # the loading buffers, now unused
         self.detector = det
         self.private_after_load = private_bytes()
         self.pid = os.getpid()
