@@ -191,14 +191,37 @@ def test_load_with_shared_bank_uses_it_and_predicts_the_same(fitted: Detector, s
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
 
 
+def test_shared_bank_with_a_deflated_file(fitted: Detector, saved, tmp_path) -> None:
+    """Entries stored deflated are compared through the decompressing stream, block by block
+    (the bank here spans several compare blocks)."""
+    import structcore.io as sio
+
+    deflated = tmp_path / "deflated.npz"
+    with zipfile.ZipFile(saved) as src, zipfile.ZipFile(deflated, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    shared = _shared_bank(saved, tmp_path)
+    block = sio._COMPARE_BLOCK
+    try:
+        sio._COMPARE_BLOCK = 512  # several blocks for this small bank
+        loaded = Detector.load(deflated, shared_bank=shared)
+        bad = np.array(shared)
+        bad[-1, -1] += 1.0
+        with pytest.raises(sio.SharedArrayMismatch):
+            Detector.load(deflated, shared_bank=bad)
+    finally:
+        sio._COMPARE_BLOCK = block
+    assert shared.nbytes > 4 * 512
+    assert np.shares_memory(loaded.bank_, shared)
+    x = _images(2, 5)
+    np.testing.assert_array_equal(fitted.predict(x).score, loaded.predict(x).score)
+
+
 def test_shared_bank_must_be_the_files_bank(saved, tmp_path) -> None:
     from structcore.io import SharedArrayMismatch, read_model_file
 
     shared = np.array(_shared_bank(saved, tmp_path))
-    for bad, what in (
-        (shared[:-1].copy(), "shape"),
-        (shared.astype(np.float64), "dtype"),
-    ):
+    for bad in (shared[:-1].copy(), shared.astype(np.float64)):  # shape, dtype
         with pytest.raises(SharedArrayMismatch, match="shared array 'bank' has dtype"):
             Detector.load(saved, shared_bank=bad)
     last = shared.copy()

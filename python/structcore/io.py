@@ -285,7 +285,7 @@ def _compare_npy(fh: IO[bytes], name: str, nbytes: int, expect: np.ndarray) -> N
     ``expect``'s bytes (so the entry is verified without a private copy of it)."""
     flat = expect.reshape(-1).view(np.uint8)
     buf = np.empty(min(_COMPARE_BLOCK, max(nbytes, 1)), dtype=np.uint8)
-    view = memoryview(buf)
+    view = buf.data  # a writable memoryview of the block buffer
     got = 0
     while got < nbytes:
         n = fh.readinto(view[: min(len(buf), nbytes - got)])  # type: ignore[attr-defined]
