@@ -371,6 +371,7 @@ def run_backbone(
     import torch
 
     from structcore import Detector
+    from structcore import features as features_module
     from structcore.images import preprocess
 
     sc_name, sc_layers, timm_name, timm_layers, channels = CONFIGS[backbone]
@@ -386,9 +387,14 @@ def run_backbone(
         dims.append(("structcore dim=1024", 1024, "float32"))
     if args.bf16:
         dims.append(("structcore bf16", max(1024, channels), "bfloat16"))
+    if args.unfolded:
+        dims.append(("structcore unfolded", max(1024, channels), "float32"))
     impls: list[Any] = []
     with blas_threads(args.fit_threads):
         for label, dim, precision in dims:
+            # the "unfolded" row builds its backbone with the batch norms left as separate
+            # layers (as before they were folded into the convolutions): the fold's effect
+            features_module._FOLD_BATCHNORM = label != "structcore unfolded"
             det = Detector(
                 sc_name,
                 layers=sc_layers,
@@ -416,6 +422,7 @@ def run_backbone(
                 f"  bank {det.bank_.shape[0]} x {det.feature_dim_}"
             )
             impls.append(StructcoreImpl(label, det, "cpp"))
+        features_module._FOLD_BATCHNORM = True
         ref = StructcoreImpl("reference", impls[0].det, "reference") if args.ref_images else None
         anom = None
         if not args.no_anomalib:
@@ -559,6 +566,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="anomalib's bank: its KCenterGreedy coreset (default), or a seeded random subset "
         "of the same size (same predict work; for predict timings when its coreset would "
         "take too long; its fit row is then not anomalib's fit time)",
+    )
+    p.add_argument(
+        "--unfolded",
+        action="store_true",
+        help="also a structcore row whose backbone keeps its batch norms as separate layers "
+        "(not folded into the convolutions), same dim: what the fold gains",
     )
     p.add_argument(
         "--bf16",

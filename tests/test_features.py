@@ -70,11 +70,10 @@ def test_unused_stages_hold_no_tensors(batch: torch.Tensor) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         full = torchvision.models.resnet18(weights=None).eval()
-    used = {k: v for k, v in full.state_dict().items() if k.startswith(("conv1.", "bn1.", "layer"))}
-    kept = fx._model.state_dict()
-    assert set(kept) == {k for k in used if k.startswith(("conv1.", "bn1.", "layer1.", "layer2."))}
-    for k, v in kept.items():
-        torch.testing.assert_close(v, used[k], rtol=0, atol=0)
+    # the identity of the features: the full model's tensors of the stages that run
+    used = ("conv1.", "bn1.", "layer1.", "layer2.")
+    sd = {k: v for k, v in full.state_dict().items() if k.startswith(used)}
+    assert fx.weights_sha256 == state_dict_sha256(sd)
     with torch.inference_mode():
         x = full.maxpool(full.relu(full.bn1(full.conv1(batch))))
         a = full.layer1(x)
@@ -110,15 +109,24 @@ def test_layers_by_name(batch: torch.Tensor) -> None:
         fx(torch.zeros(3, 64, 64))
 
 
+def _torchvision_state(arch: str, seed: int) -> dict[str, torch.Tensor]:
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return getattr(torchvision.models, arch)(weights=None).state_dict()
+
+
 def test_weights_file_round_trip(tmp_path, batch: torch.Tensor) -> None:
     src = FeatureExtractor("resnet18", weights=None, dim=32, seed=7)
     path = tmp_path / "r18.pth"
-    torch.save(src._model.state_dict(), path)
+    state = _torchvision_state("resnet18", 7)  # what seed 7 builds (before folding)
+    torch.save(state, path)
     loaded = FeatureExtractor("resnet18", weights=str(path), dim=32, seed=0)
     assert loaded.weights_sha256 == src.weights_sha256
     np.testing.assert_array_equal(loaded(batch), src(batch))
     # a state dict without the classifier head is accepted
-    sd = {k: v for k, v in src._model.state_dict().items() if not k.startswith("fc.")}
+    sd = {k: v for k, v in state.items() if not k.startswith("fc.")}
     torch.save(sd, tmp_path / "nohead.pth")
     assert FeatureExtractor("resnet18", weights=tmp_path / "nohead.pth").weights_sha256 == (
         src.weights_sha256
@@ -212,3 +220,51 @@ def test_bfloat16_precision(batch: torch.Tensor) -> None:
     assert 0.0 < rel < 0.05, rel
     with pytest.raises(ValueError, match="precision"):
         FeatureExtractor("resnet18", weights=None, precision="float16")
+
+
+@pytest.mark.parametrize(
+    "backbone", ["resnet18", "mobilenet_v2", "efficientnet_lite0", "wide_resnet50_2"]
+)
+def test_batch_norms_are_folded_into_convolutions(tmp_path, backbone: str) -> None:
+    """Every batch norm of the stages that run is folded into its convolution, and the
+    features are those of the unfolded network (non-trivial norm statistics, so a wrongly
+    paired or skipped norm shows)."""
+    import torch.nn as nn
+
+    from structcore.features import _build_architecture, _stages, aggregate_patches
+
+    spec = BACKBONES[backbone]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = _build_architecture(spec).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    path = tmp_path / f"{backbone}.pth"
+    torch.save(net.state_dict(), path)
+    fx = FeatureExtractor(backbone, weights=str(path), dim=100_000)
+    live = [
+        m
+        for m in fx._model.modules()
+        if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None
+    ]
+    assert fx.folded_norms > 10 and not live  # only the freed (never run) norms remain
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    maps = []
+    with torch.inference_mode():
+        h = x
+        for name, stage, _ in _stages(net, spec.family):
+            h = stage(h)
+            if name in fx.layers:
+                maps.append(h)
+            if len(maps) == len(fx.layers):
+                break
+        ref = aggregate_patches(maps).permute(0, 2, 3, 1).numpy()
+    got = fx(x)
+    assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+    assert np.abs(ref).max() > 0.1  # the comparison is not between two near-zero maps
