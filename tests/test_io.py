@@ -113,12 +113,19 @@ def test_not_an_npz(tmp_path) -> None:
         Detector.load(plain)
 
 
-def test_tampered_arrays(saved, tmp_path) -> None:
+def _tampered_bank(saved, tmp_path):
+    """(a copy of ``saved`` whose bank has one value changed, without fixing the checksum;
+    that bank)."""
     with np.load(saved, allow_pickle=False) as npz:
         bank = npz["bank"].copy()
     bank[0, 0] += 1.0
     bad = tmp_path / "tampered.npz"
     _rewrite(saved, bad, arrays_update={"bank": bank})
+    return bad, bank
+
+
+def test_tampered_arrays(saved, tmp_path) -> None:
+    bad, bank = _tampered_bank(saved, tmp_path)
     with pytest.raises(ValueError, match="checksum mismatch"):
         Detector.load(bad)
     # flipping one byte inside the stored (uncompressed) bank
@@ -243,10 +250,6 @@ def test_shared_bank_must_be_the_files_bank(saved, tmp_path) -> None:
 def test_shared_bank_does_not_skip_verification(saved, tmp_path) -> None:
     """A tampered file fails its checksum even when the caller supplies the tampered bank:
     the shared array is hashed as the entry it stands for."""
-    with np.load(saved, allow_pickle=False) as npz:
-        bank = npz["bank"].copy()
-    bank[0, 0] += 1.0
-    bad = tmp_path / "tampered.npz"
-    _rewrite(saved, bad, arrays_update={"bank": bank})
+    bad, bank = _tampered_bank(saved, tmp_path)
     with pytest.raises(ValueError, match="checksum mismatch"):
         Detector.load(bad, shared_bank=bank)
