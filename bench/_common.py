@@ -7,6 +7,7 @@ Imported as ``_common`` (the scripts run as ``python bench/bench_x.py``, so benc
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import statistics
@@ -19,9 +20,12 @@ __all__ = [
     "cpu_flags",
     "cpu_model",
     "cpu_pressure",
+    "delta_table",
+    "fit_bottle_model",
     "load_avg",
     "per_call",
     "race",
+    "write_results",
 ]
 
 
@@ -116,6 +120,27 @@ def cpu_pressure() -> float | None:
         return float(first.split()[1].split("=")[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def fit_bottle_model(root: Path, n_train: int, path: Path, coreset_ratio: float = 0.1) -> None:
+    """Fit the library's default detector with MobileNetV2 on the first ``n_train`` bottle
+    train images under ``root`` (MVTec AD layout) and save it to ``path``."""
+    from structcore import Detector
+
+    train = sorted(str(p) for p in (root / "train" / "good").glob("*.png"))[:n_train]
+    det = Detector("mobilenet_v2", coreset_ratio=coreset_ratio, progress=False)
+    det.fit(train)
+    det.save(path)
+
+
+def write_results(path: Path, args: object, payload: Mapping[str, object]) -> None:
+    """Print the load average, then write ``{"cpu", "args", **payload}`` as JSON to ``path``
+    (folders created) and say so: how every bench script ends."""
+    print(f"load after: {load_avg()}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"cpu": cpu_model(), "args": {k: str(v) for k, v in vars(args).items()}}
+    path.write_text(json.dumps({**record, **payload}, indent=2))
+    print(f"wrote {path}")
 
 
 def delta_table(

@@ -26,7 +26,6 @@ asserts.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import cpu_flags, cpu_model, load_avg
+from _common import cpu_flags, cpu_model, load_avg, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "backbone.json"
@@ -144,15 +143,7 @@ def main() -> int:
                 flush=True,
             )
         results[backbone] = rows
-    print(f"load after: {load_avg()}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {"cpu": cpu_model(), "args": {k: str(v) for k, v in vars(args).items()}, **results},
-            indent=2,
-        )
-    )
-    print(f"wrote {args.out}")
+    write_results(args.out, args, results)
     return 0
 
 

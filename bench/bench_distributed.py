@@ -38,7 +38,6 @@ themselves also include heap trimmed from this process's earlier work). Nothing 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -49,19 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from _common import cpu_model, cpu_pressure, load_avg
+from _common import cpu_model, cpu_pressure, fit_bottle_model, load_avg, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "distributed.json"
-
-
-def _fit(root: Path, n_train: int, model: Path, coreset_ratio: float = 0.1) -> None:
-    from structcore import Detector
-
-    train = sorted(str(p) for p in (root / "train" / "good").glob("*.png"))[:n_train]
-    det = Detector("mobilenet_v2", coreset_ratio=coreset_ratio, progress=False)
-    det.fit(train)
-    det.save(model)
 
 
 def _memory_rows(
@@ -78,7 +68,7 @@ def _memory_rows(
 
     large = work / "model-large.npz"
     t0 = time.perf_counter()
-    _fit(args.root, args.memory_train, large, args.memory_ratio)
+    fit_bottle_model(args.root, args.memory_train, large, args.memory_ratio)
     print(
         f"\nmemory: large model {large.stat().st_size / 2**20:.1f} MiB (fit "
         f"{time.perf_counter() - t0:.1f} s on {args.memory_train} images, coreset ratio "
@@ -172,7 +162,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-distributed-"))
     model = work / "model.npz"
     t0 = time.perf_counter()
-    _fit(args.root, args.train, model)
+    fit_bottle_model(args.root, args.train, model)
     fit_s = time.perf_counter() - t0
     paths, links = _inputs(args.root, args.images, work / "inputs")
     distinct = sorted(set(links.values()))
@@ -242,24 +232,18 @@ def main() -> int:
     if args.repeats:
         med, extra = _summarise(rows, args, model_bytes)
     memory = _memory_rows(args, work, paths, model) if args.memory_train > 0 else None
-    print(f"load after: {load_avg()}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "cpu": cpu_model(),
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "model_bytes": model_bytes,
-                "median_images_per_s": med,
-                "efficiency_ray_vs_local": med["ray"] / med["local"] if med else None,
-                "kill_extra_time": extra,
-                "runs": rows,
-                "memory": memory,
-            },
-            indent=2,
-        )
+    write_results(
+        args.out,
+        args,
+        {
+            "model_bytes": model_bytes,
+            "median_images_per_s": med,
+            "efficiency_ray_vs_local": med["ray"] / med["local"] if med else None,
+            "kill_extra_time": extra,
+            "runs": rows,
+            "memory": memory,
+        },
     )
-    print(f"wrote {args.out}")
     return 0
 
 

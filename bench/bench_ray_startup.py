@@ -26,7 +26,6 @@ reaches 0.85. Nothing here asserts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import cpu_model, load_avg
+from _common import cpu_model, fit_bottle_model, load_avg, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "ray_startup.json"
@@ -72,7 +71,7 @@ def _ray_processes(before: set[str]) -> list[tuple[float, str]]:
 def _round(model: Path, out: Path, workers: int, list_processes: bool) -> dict[str, Any]:
     import ray
 
-    from structcore.distributed._ray import _RayScorer
+    from structcore.distributed._ray import _RayScorer, scorer_arguments
     from structcore.distributed._worker import file_sha256
 
     rec: dict[str, Any] = {}
@@ -83,22 +82,19 @@ def _round(model: Path, out: Path, workers: int, list_processes: bool) -> dict[s
     time.sleep(1.0)  # let the agents finish starting before the actors are timed
     if list_processes:
         rec["processes"] = _ray_processes(before)
-    bank = None
-    from structcore.distributed._ray import _read_bank
-
-    bank = _read_bank(str(model))
-    kwargs = {
-        "model_path": str(model),
-        "model_sha256": file_sha256(model),
-        "model_ref": [ray.put(model.read_bytes())],
-        "bank_ref": [ray.put(bank)] if bank is not None else [],
-        "output": str(out),
-        "chunk_size": 16,
-        "batch_size": 16,
-        "threads": 1,
-        "maps": None,
-        "cwd": os.getcwd(),
-    }
+    # exactly what the engine hands its actors (the model and its bank in the object store)
+    kwargs = scorer_arguments(
+        {
+            "model_path": str(model),
+            "output": str(out),
+            "chunk_size": 16,
+            "batch_size": 16,
+            "maps": None,
+            "cwd": os.getcwd(),
+        },
+        file_sha256(model),
+        threads=1,
+    )
     actor_cls = ray.remote(num_cpus=1)(_RayScorer)
     c, t = _busy_cpu_s(), time.perf_counter()
     actors = [actor_cls.remote(**kwargs) for _ in range(workers)]
@@ -130,8 +126,7 @@ def main() -> int:
 
     work = Path(tempfile.mkdtemp(prefix="bench-ray-startup-"))
     model = work / "model.npz"
-    train = sorted(str(p) for p in (args.root / "train" / "good").glob("*.png"))[: args.train]
-    Detector("mobilenet_v2", progress=False).fit(train).save(model)
+    fit_bottle_model(args.root, args.train, model)
     images = sorted(str(p) for p in args.root.glob("t*/*/*.png"))
     images = (images * (args.images // len(images) + 1))[: args.images]
     print(f"CPU: {cpu_model()}; load {load_avg()}; {args.workers} workers", flush=True)
@@ -169,24 +164,18 @@ def main() -> int:
         + ", ".join(f"{n}: {b:.2f}" for n, b in bound.items())
         + f"; reaches 0.85 from ~{n85:.0f} images"
     )
-    print(f"load after: {load_avg()}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "cpu": cpu_model(),
-                "args": {k: str(v) for k, v in vars(args).items()},
-                "rounds": rounds,
-                "local_images_per_s": rates,
-                "median": med,
-                "fixed_s": fixed,
-                "efficiency_bound": bound,
-                "images_for_0.85": n85,
-            },
-            indent=2,
-        )
+    write_results(
+        args.out,
+        args,
+        {
+            "rounds": rounds,
+            "local_images_per_s": rates,
+            "median": med,
+            "fixed_s": fixed,
+            "efficiency_bound": bound,
+            "images_for_0.85": n85,
+        },
     )
-    print(f"wrote {args.out}")
     return 0
 
 

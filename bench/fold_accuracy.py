@@ -19,7 +19,6 @@ and the number of test images whose decision differs. Writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import cpu_model, load_avg
+from _common import cpu_model, load_avg, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -55,7 +54,7 @@ def main() -> int:
         "mtd": load_magnetic_tile(mtd, test_fraction=0.2, seed=0, max_train=args.mtd_train),
     }
     print(f"CPU: {cpu_model()}; load {load_avg()}; {args.threads} threads", flush=True)
-    out: dict[str, Any] = {"cpu": cpu_model()}
+    out: dict[str, Any] = {}
     print("| set | backbone norms | max | paper/l2/auto/train | pixel AUROC | fit+eval s |")
     print("|---|---|---|---|---|---|")
     for name, split in sets.items():
@@ -93,10 +92,7 @@ def main() -> int:
         flips = int(np.sum(np.asarray(a["is_anomalous"]) != np.asarray(b["is_anomalous"])))
         print(f"  {name}: largest score difference {diff}; decisions that differ: {flips}")
         out[name] = {**res, "max_score_diff": diff, "decision_flips": flips}
-    print(f"load after: {load_avg()}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
-    print(f"wrote {args.out}")
+    write_results(args.out, args, out)
     return 0
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plan_workers", "run_ray"]
+__all__ = ["plan_workers", "run_ray", "scorer_arguments"]
 
 #: Most blocks handed to Ray Data (above, several chunks share a block: one task).
 MAX_BLOCKS = 4096
@@ -111,6 +111,30 @@ def _read_bank(model_path: str) -> np.ndarray | None:
         return None
 
 
+def scorer_arguments(
+    scorer_kwargs: dict[str, Any], model_sha256: str, threads: int
+) -> dict[str, Any]:
+    """The constructor arguments of every :class:`_RayScorer` actor (Ray must be running).
+
+    The model file's bytes and its bank go into the object store once (``ray.put``), wrapped
+    in lists so that Ray passes the references, not the values, to the constructor."""
+    import ray
+
+    model_path = scorer_kwargs["model_path"]
+    with open(model_path, "rb") as fh:
+        model_ref = ray.put(fh.read())
+    bank = _read_bank(model_path)
+    bank_ref = [ray.put(bank)] if bank is not None else []
+    del bank
+    return {
+        **scorer_kwargs,
+        "model_sha256": model_sha256,
+        "model_ref": [model_ref],
+        "bank_ref": bank_ref,
+        "threads": threads,
+    }
+
+
 def run_ray(
     chunks: list[list[str]],
     pending: list[int],
@@ -142,13 +166,7 @@ def run_ray(
         on_plan(n_workers, n_threads)
         if not pending:
             return
-        model_path = scorer_kwargs["model_path"]
-        with open(model_path, "rb") as fh:
-            model_ref = ray.put(fh.read())
-        bank = _read_bank(model_path)
-        bank_ref = [ray.put(bank)] if bank is not None else []
-        del bank
-        kwargs = {k: v for k, v in scorer_kwargs.items() if k != "model_path"}
+        actor_kwargs = scorer_arguments(scorer_kwargs, model_sha256, n_threads)
         with warnings.catch_warnings():
             # Ray Data 2.60's DataContext warns about its own deprecated defaults
             # (use_push_based_shuffle, use_polars, ...) when it builds the default context:
@@ -167,14 +185,7 @@ def run_ray(
                 batch_format="numpy",
                 compute=ray.data.ActorPoolStrategy(size=n_workers, max_tasks_in_flight_per_actor=2),
                 num_cpus=n_threads,
-                fn_constructor_kwargs={
-                    "model_path": model_path,
-                    "model_sha256": model_sha256,
-                    "model_ref": [model_ref],
-                    "bank_ref": bank_ref,
-                    "threads": n_threads,
-                    **kwargs,
-                },
+                fn_constructor_kwargs=actor_kwargs,
             )
             for row in out.iter_rows():
                 on_stats(
