@@ -42,13 +42,10 @@ RESULTS = ROOT / "bench" / "results" / "backbone.json"
 def _extractor(backbone: str, precision: str, fold: bool) -> Any:
     from structcore import features
 
-    features._FOLD_BATCHNORM = fold
-    try:
+    with features._batchnorm_folding(fold):
         return features.FeatureExtractor(
             backbone, weights=None, dim=1_000_000, precision=precision, seed=0
         )
-    finally:
-        features._FOLD_BATCHNORM = True
 
 
 def _compiled(fx: Any) -> Any:

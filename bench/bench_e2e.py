@@ -392,9 +392,6 @@ def run_backbone(
     impls: list[Any] = []
     with blas_threads(args.fit_threads):
         for label, dim, precision in dims:
-            # the "unfolded" row builds its backbone with the batch norms left as separate
-            # layers (as before they were folded into the convolutions): the fold's effect
-            features_module._FOLD_BATCHNORM = label != "structcore unfolded"
             det = Detector(
                 sc_name,
                 layers=sc_layers,
@@ -409,7 +406,10 @@ def run_backbone(
                 seed=0,
             )
             t0 = time.perf_counter()
-            det.fit(train)
+            # fit builds the backbone; the "unfolded" row keeps its batch norms as separate
+            # layers (as before they were folded into the convolutions): the fold's effect
+            with features_module._batchnorm_folding(label != "structcore unfolded"):
+                det.fit(train)
             total = time.perf_counter() - t0
             out["fit"][label] = {
                 "total_s": total,
@@ -422,7 +422,6 @@ def run_backbone(
                 f"  bank {det.bank_.shape[0]} x {det.feature_dim_}"
             )
             impls.append(StructcoreImpl(label, det, "cpp"))
-        features_module._FOLD_BATCHNORM = True
         ref = StructcoreImpl("reference", impls[0].det, "reference") if args.ref_images else None
         anom = None
         if not args.no_anomalib:

@@ -10,7 +10,7 @@ Magnetic Tile with the accuracy harness's split, ``load_magnetic_tile(test_fract
 seed=0, max_train=--mtd-train)``), the library's default detector with MobileNetV2 is fitted
 and evaluated (:func:`structcore.evaluation.evaluate`) twice: with the batch norms folded
 into the convolutions (the library's path) and with them left as separate layers
-(``structcore.features._FOLD_BATCHNORM = False``). Reported side by side: image AUROC of
+(``structcore.features._batchnorm_folding(False)``). Reported side by side: image AUROC of
 ``max`` and ``paper/l2/auto/train``, pixel AUROC, the largest difference of the image scores
 and the number of test images whose decision differs. Writes
 ``bench/results/fold_accuracy.json``. Nothing here asserts.
@@ -60,14 +60,11 @@ def main() -> int:
     for name, split in sets.items():
         res = {}
         for folded in (True, False):
-            features._FOLD_BATCHNORM = folded
-            try:
+            with features._batchnorm_folding(folded):
                 det = Detector("mobilenet_v2", threads=args.threads, progress=False)
                 t0 = time.perf_counter()
                 r = evaluate(det, split)
                 secs = time.perf_counter() - t0
-            finally:
-                features._FOLD_BATCHNORM = True
             auroc = r.metrics["image_auroc"]
             pixel = r.metrics.get("pixel_auroc")
             label = "folded" if folded else "unfolded"

@@ -268,3 +268,15 @@ def test_batch_norms_are_folded_into_convolutions(tmp_path, backbone: str) -> No
     got = fx(x)
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
     assert np.abs(ref).max() > 0.1  # the comparison is not between two near-zero maps
+
+
+def test_batchnorm_folding_switch_is_scoped() -> None:
+    """The benchmarks' switch builds unfolded backbones inside its block only."""
+    from structcore.features import _batchnorm_folding
+
+    with _batchnorm_folding(False):
+        assert FeatureExtractor("resnet18", weights=None, dim=8).folded_norms == 0
+    assert FeatureExtractor("resnet18", weights=None, dim=8).folded_norms > 0
+    with pytest.raises(RuntimeError), _batchnorm_folding(False):
+        raise RuntimeError  # restored when the block raises too
+    assert FeatureExtractor("resnet18", weights=None, dim=8).folded_norms > 0

@@ -54,10 +54,11 @@ would only duplicate channels, which reweights distances without adding informat
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,9 +238,22 @@ _EFFICIENTNET_PAIRS = {
 }
 
 
-#: Fold batch norms into convolutions when a backbone is built (a switch for benchmarks that
-#: measure the fold, bench/bench_e2e.py ``--unfolded``; not a setting).
+#: Fold batch norms into convolutions when a backbone is built (not a setting: benchmarks
+#: of the fold turn it off with :func:`_batchnorm_folding`).
 _FOLD_BATCHNORM = True
+
+
+@contextlib.contextmanager
+def _batchnorm_folding(enabled: bool) -> Iterator[None]:
+    """Backbones built inside the block fold their batch norms (``enabled``) or keep them
+    as separate layers; restored on exit. For benchmarks that measure the fold
+    (``bench/bench_e2e.py --unfolded``, ``bench_backbone.py``, ``fold_accuracy.py``)."""
+    global _FOLD_BATCHNORM
+    saved, _FOLD_BATCHNORM = _FOLD_BATCHNORM, enabled
+    try:
+        yield
+    finally:
+        _FOLD_BATCHNORM = saved
 
 
 def _conv_bn_pairs(model: Any, family: str) -> list[tuple[Any, str, str]]:
