@@ -235,17 +235,10 @@ def _family_report(results: dict) -> tuple[str, dict]:
                 f"| {f} | {r['variant']} | {r['selection_mean']:+.4f} | "
                 f"{r['selection_min']:+.4f} | {held} | {r['held_out_mean']:+.4f} |"
             )
-        real_f = [f for f in sel if f != "synthetic"]
-        if real_f:
-            mean_real = float(np.mean([sel[f]["held_out_mean"] for f in real_f]))
-            worst_real = float(min(sel[f]["held_out_min"] for f in real_f))
-            met = worst_real >= -ablation.FAMILY_TOLERANCE and mean_real >= 0.01
-            lines.append(
-                f"\nheld-out ({rule}), real families: mean {mean_real:+.4f}, worst set "
-                f"{worst_real:+.4f}; goal (worst >= -0.005, mean >= +0.01) "
-                f"{'MET' if met else 'NOT met'}"
-            )
-            out[f"{rule}_summary"] = {"mean_real": mean_real, "worst_real": worst_real, "met": met}
+        goal = ablation.held_out_goal(sel, rule)
+        if goal is not None:
+            lines.append(goal[1])
+            out[f"{rule}_summary"] = goal[0]
     return "\n".join(lines), out
 
 

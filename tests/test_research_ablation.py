@@ -253,3 +253,22 @@ def test_masked_harness_equals_product_synthetic_calibration(tmp_path: Path) -> 
     )
     np.testing.assert_array_equal(again.max, syn.max)
     np.testing.assert_array_equal(again.maker, syn.maker)
+
+
+def test_held_out_goal_over_real_families() -> None:
+    from structcore.research.ablation import held_out_goal
+
+    sel = {
+        "bottle": {"held_out_mean": 0.02, "held_out_min": 0.0},
+        "mtd": {"held_out_mean": 0.01, "held_out_min": -0.004},
+        "synthetic": {"held_out_mean": -0.5, "held_out_min": -0.9},  # excluded
+    }
+    summary, line = held_out_goal(sel, "tolerance")
+    assert summary == {"mean_real": pytest.approx(0.015), "worst_real": -0.004, "met": True}
+    assert line == (
+        "\nheld-out (tolerance), real families: mean +0.0150, worst set -0.0040; "
+        "goal (worst >= -0.005, mean >= +0.01) MET"
+    )
+    sel["mtd"]["held_out_min"] = -0.006  # one set below the tolerance
+    assert held_out_goal(sel, "minimax")[0]["met"] is False
+    assert held_out_goal({"synthetic": sel["synthetic"]}, "tolerance") is None

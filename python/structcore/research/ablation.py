@@ -44,6 +44,7 @@ __all__ = [
     "crossfit_maps_from_banks",
     "family_stats",
     "fold_banks_path",
+    "held_out_goal",
     "load_final_bank",
     "load_or_compute_fold_banks",
     "load_or_compute_maps",
@@ -778,6 +779,42 @@ def select_leave_one_family_out(
             "held_out_min": float(min(held.values())),
         }
     return out
+
+
+#: Issue 13's goal on the held-out real families: family-weighted mean delta at least this
+#: (and no set below ``-FAMILY_TOLERANCE``).
+GOAL_MEAN = 0.01
+
+
+def held_out_goal(
+    selection: Mapping[str, Mapping[str, Any]],
+    rule: str,
+    *,
+    exclude: Sequence[str] = ("synthetic",),
+) -> tuple[dict[str, Any], str] | None:
+    """Issue 13's goal on a :func:`select_leave_one_family_out` result, over the held-out
+    families not in ``exclude`` (the real ones).
+
+    Returns
+    -------
+    (summary, line) or None
+        ``summary``: ``mean_real`` (mean of the families' ``held_out_mean``), ``worst_real``
+        (worst ``held_out_min``), ``met`` (``worst_real >= -FAMILY_TOLERANCE`` and
+        ``mean_real >= GOAL_MEAN``); ``line``: the report sentence for rule ``rule``. None
+        when every family is excluded.
+    """
+    real = [f for f in selection if f not in exclude]
+    if not real:
+        return None
+    mean_real = float(np.mean([selection[f]["held_out_mean"] for f in real]))
+    worst_real = float(min(selection[f]["held_out_min"] for f in real))
+    met = worst_real >= -FAMILY_TOLERANCE and mean_real >= GOAL_MEAN
+    line = (
+        f"\nheld-out ({rule}), real families: mean {mean_real:+.4f}, worst set "
+        f"{worst_real:+.4f}; goal (worst >= {-FAMILY_TOLERANCE}, mean >= +{GOAL_MEAN}) "
+        f"{'MET' if met else 'NOT met'}"
+    )
+    return {"mean_real": mean_real, "worst_real": worst_real, "met": met}, line
 
 
 # --------------------------------------------------------------------------- report
