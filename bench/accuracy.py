@@ -348,12 +348,9 @@ def main(argv: list[str] | None = None) -> int:
             ds = data[dname]
             t0 = time.perf_counter()
             try:
-                ms = ablation.load_or_compute_maps(
+                ms = ablation.load_or_compute_split_maps(
                     dname,
-                    ds.train,
-                    [s.image for s in ds.test],
-                    [s.label for s in ds.test],
-                    [s.defect for s in ds.test],
+                    ds,
                     cfg,
                     args.cache,
                     threads=args.threads,

@@ -48,16 +48,7 @@ def main() -> int:
         ds = data[name]
         test = [s.image for s in ds.test]
         try:
-            ms = ablation.load_or_compute_maps(
-                name,
-                ds.train,
-                test,
-                [s.label for s in ds.test],
-                [s.defect for s in ds.test],
-                cfg,
-                cache,
-                compute=False,
-            )
+            ms = ablation.load_or_compute_split_maps(name, ds, cfg, cache, compute=False)
             syn = load_or_compute_synthetic_maps(name, ds.train, test, cfg, cache, compute=False)
         except FileNotFoundError:
             print(f"skip {name}: not cached", file=sys.stderr)

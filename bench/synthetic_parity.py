@@ -76,10 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. research
     t0 = time.perf_counter()
-    ms = ablation.load_or_compute_maps(
-        name, ds.train, test, labels, [s.defect for s in ds.test], cfg, args.cache,
-        threads=args.threads, log=log,
-    )  # fmt: skip
+    ms = ablation.load_or_compute_split_maps(
+        name, ds, cfg, args.cache, threads=args.threads, log=log
+    )
     syn = load_or_compute_synthetic_maps(
         name, ds.train, test, cfg, args.cache, threads=args.threads, log=log
     )

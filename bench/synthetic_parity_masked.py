@@ -49,16 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in wanted:
         ds = data[name]
         test = [s.image for s in ds.test]
-        ms = ablation.load_or_compute_maps(
-            name,
-            ds.train,
-            test,
-            [s.label for s in ds.test],
-            [s.defect for s in ds.test],
-            cfg,
-            args.cache,
-            compute=False,
-            crossfit_bank="masked",
+        ms = ablation.load_or_compute_split_maps(
+            name, ds, cfg, args.cache, compute=False, crossfit_bank="masked"
         )
         syn = load_or_compute_synthetic_maps(
             name, ds.train, test, cfg, args.cache, compute=False, crossfit_bank="masked"

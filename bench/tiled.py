@@ -64,15 +64,16 @@ def _centre_window(h: int, w: int, size: int, resize: int = 256, crop: int = 224
     return slice(t, t + c), slice(left, left + c)
 
 
-def _default_max(ds, labels: np.ndarray, cache: Path | None) -> np.ndarray | None:
+def _default_max(ds, cache: Path | None) -> np.ndarray | None:
     """max(S) of the default 256/224 maps from ``finer_maps``' cache (None if not cached)."""
     if cache is None:
         return None
     cfg = ablation.MapConfig("mobilenet_v2", resize=256, crop=224)
-    args = ("mtd", ds.train, [s.image for s in ds.test], labels, [s.defect for s in ds.test])
     for cf in (True, False):
         try:
-            ms = ablation.load_or_compute_maps(*args, cfg, cache, compute=False, crossfit=cf)
+            ms = ablation.load_or_compute_split_maps(
+                "mtd", ds, cfg, cache, compute=False, crossfit=cf
+            )
         except FileNotFoundError:
             continue
         return ms.test_max
@@ -109,7 +110,7 @@ def _diagnostics(
         ys.append(yy[win][::2, ::2].ravel())
         ss.append(sv_[win][::2, ::2].ravel())
         i += h * w
-    default_max = _default_max(ds, labels, cache)
+    default_max = _default_max(ds, cache)
     out_crop = np.zeros(labels.size, dtype=bool)
     for j, t in enumerate(ds.test):
         if t.label and t.mask is not None:

@@ -272,3 +272,27 @@ def test_held_out_goal_over_real_families() -> None:
     sel["mtd"]["held_out_min"] = -0.006  # one set below the tolerance
     assert held_out_goal(sel, "minimax")[0]["met"] is False
     assert held_out_goal({"synthetic": sel["synthetic"]}, "tolerance") is None
+
+
+def test_split_maps_unpack_a_dataset_split(monkeypatch) -> None:
+    """load_or_compute_split_maps hands load_or_compute_maps the split's train paths and its
+    test images, labels and defect names, in test order, with the keyword arguments."""
+    from types import SimpleNamespace
+
+    from structcore.research import ablation as ab
+
+    seen = {}
+    monkeypatch.setattr(ab, "load_or_compute_maps", lambda *a, **k: seen.update(a=a, k=k))
+    test = [SimpleNamespace(image=f"t{i}.png", label=i % 2, defect=f"d{i}") for i in range(3)]
+    split = SimpleNamespace(train=["a.png", "b.png"], test=test)
+    ab.load_or_compute_split_maps("s", split, "cfg", "cache", compute=False)
+    assert seen["a"] == (
+        "s",
+        ["a.png", "b.png"],
+        ["t0.png", "t1.png", "t2.png"],
+        [0, 1, 0],
+        ["d0", "d1", "d2"],
+        "cfg",
+        "cache",
+    )
+    assert seen["k"] == {"compute": False}

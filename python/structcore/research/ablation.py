@@ -48,6 +48,7 @@ __all__ = [
     "load_final_bank",
     "load_or_compute_fold_banks",
     "load_or_compute_maps",
+    "load_or_compute_split_maps",
     "paired_bootstrap",
     "report",
     "score_with_bank",
@@ -339,6 +340,24 @@ def load_or_compute_maps(
         **{f"cal_max_{m}": v for m, v in cal_max.items()},
     )
     return MapSet(test_maps, test_max, lab, dfc, cal_maps, cal_max, folds, meta)
+
+
+def load_or_compute_split_maps(
+    name: str, split: Any, cfg: MapConfig, cache_dir: str | Path, **kwargs: Any
+) -> MapSet:
+    """:func:`load_or_compute_maps` of a :class:`structcore.datasets.DatasetSplit`: its train
+    paths, and its test samples' images, labels and defect names; ``kwargs`` as there."""
+    test = split.test
+    return load_or_compute_maps(
+        name,
+        split.train,
+        [s.image for s in test],
+        [s.label for s in test],
+        [s.defect for s in test],
+        cfg,
+        cache_dir,
+        **kwargs,
+    )
 
 
 def _cache_path(
